@@ -1,0 +1,113 @@
+package cli
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/airlock-dev/airlock/internal/audit"
+	"github.com/airlock-dev/airlock/internal/errdefs"
+	"github.com/airlock-dev/airlock/internal/layer"
+	"github.com/airlock-dev/airlock/internal/pod"
+)
+
+func init() { commands = append(commands, newAuditCmd) }
+
+func newAuditCmd() *cobra.Command {
+	var asJSON bool
+	var since, action string
+	cmd := &cobra.Command{
+		Use:   "audit [POD]",
+		Short: "Show the pod's tamper-evident audit trail",
+		Long: `Show the pod's audit trail: one event per line (time, actor, action, outcome,
+details). 'airlock audit verify' checks the hash chain.`,
+		Args: argsError(cobra.MaximumNArgs(1)),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			s, err := openStore()
+			if err != nil {
+				return err
+			}
+			p, err := resolvePod(s, firstArg(args))
+			if err != nil {
+				return err
+			}
+			var f audit.Filter
+			f.Action = action
+			if since != "" {
+				d, err := time.ParseDuration(since)
+				if err != nil || d <= 0 {
+					return errdefs.Invalid("--since %q: expected a duration such as 30m or 24h", since)
+				}
+				f.Since = time.Now().Add(-d)
+			}
+			events, err := audit.Read(p.AuditPath(), f)
+			if err != nil {
+				return err
+			}
+			return printEvents(cmd.OutOrStdout(), events, asJSON)
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON (one object per event, as stored)")
+	cmd.Flags().StringVar(&since, "since", "", "only events newer than this, e.g. 1h")
+	cmd.Flags().StringVar(&action, "action", "", "only events with this action, e.g. commit")
+	cmd.AddCommand(newAuditVerifyCmd())
+	return cmd
+}
+
+func printEvents(w io.Writer, events []audit.Event, asJSON bool) error {
+	if asJSON {
+		if events == nil {
+			events = []audit.Event{}
+		}
+		return writeJSON(w, events)
+	}
+	for _, e := range events {
+		details := ""
+		if len(e.Details) > 0 {
+			b, _ := json.Marshal(e.Details)
+			details = " " + layer.EscapeName(string(b))
+		}
+		fmt.Fprintf(w, "%s  %-16s %-14s %s%s\n", e.Time.Local().Format("2006-01-02 15:04:05"), e.Action, layer.EscapeName(e.Outcome), layer.EscapeName(e.Actor), details)
+	}
+	return nil
+}
+
+func newAuditVerifyCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "verify [POD]",
+		Short: "Check the audit trail's hash chain; exit 1 naming the first bad line",
+		Args:  argsError(cobra.MaximumNArgs(1)),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			s, err := openStore()
+			if err != nil {
+				return err
+			}
+			p, err := resolvePod(s, firstArg(args))
+			if err != nil {
+				return err
+			}
+			return verifyAudit(cmd.OutOrStdout(), p)
+		},
+	}
+}
+
+func verifyAudit(w io.Writer, p *pod.Pod) error {
+	key, err := audit.KeyFor(pod.DefaultHome())
+	if err != nil {
+		return err
+	}
+	n, err := audit.Verify(p.AuditPath(), key)
+	var ve *audit.VerifyError
+	if errors.As(err, &ve) {
+		return &exitError{1, fmt.Sprintf("audit trail of %s is NOT intact: %s", p.Name, ve.Error())}
+	}
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "audit trail of %s intact: %s\n", p.Name, plural(n, "event", "events"))
+	return nil
+}

@@ -1,0 +1,142 @@
+// Package cli is the airlock command line: one file per verb that parses
+// flags, calls the packages that do the work, and prints text or --json.
+// No logic lives here that a test could not reach through those packages.
+//
+// Exit codes (documented in docs/cli.md): 0 success; 1 failure; 2 usage or
+// invalid input; 3 not found; 4 conflict; 5 pod busy; 6 unsupported
+// kernel/file system; 7 permission. `airlock run` exits with the command's
+// status, or 125/126/127 as docker run does.
+package cli
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/airlock-dev/airlock/internal/errdefs"
+)
+
+// Exit codes for everything but `run`.
+const (
+	exitFailure     = 1
+	exitUsage       = 2
+	exitNotFound    = 3
+	exitConflict    = 4
+	exitBusy        = 5
+	exitUnsupported = 6
+	exitPermission  = 7
+)
+
+// exitError carries an explicit exit status (run's command status, audit
+// verify's 1) through cobra without printing anything more.
+type exitError struct {
+	code int
+	msg  string
+}
+
+func (e *exitError) Error() string { return e.msg }
+
+// Main runs the CLI with args (without the program name) and returns the
+// process exit status.
+func Main(args []string) int {
+	root := newRoot()
+	root.SetArgs(args)
+	err := root.Execute()
+	if err == nil {
+		return 0
+	}
+	var ee *exitError
+	if errors.As(err, &ee) {
+		if ee.msg != "" {
+			fmt.Fprintln(os.Stderr, "airlock: "+oneLine(ee.msg))
+		}
+		return ee.code
+	}
+	fmt.Fprintln(os.Stderr, "airlock: "+oneLine(err.Error()))
+	return exitCode(err)
+}
+
+func exitCode(err error) int {
+	switch {
+	case errors.Is(err, errdefs.ErrInvalid), isUsage(err):
+		return exitUsage
+	case errors.Is(err, errdefs.ErrNotFound):
+		return exitNotFound
+	case errors.Is(err, errdefs.ErrConflict):
+		return exitConflict
+	case errors.Is(err, errdefs.ErrBusy):
+		return exitBusy
+	case errors.Is(err, errdefs.ErrUnsupported):
+		return exitUnsupported
+	case errors.Is(err, errdefs.ErrPermission), errors.Is(err, os.ErrPermission):
+		return exitPermission
+	}
+	return exitFailure
+}
+
+// usageError marks cobra's own flag and argument errors.
+type usageError struct{ error }
+
+func (u usageError) Unwrap() error { return u.error }
+
+func isUsage(err error) bool {
+	var u usageError
+	return errors.As(err, &u)
+}
+
+// oneLine keeps every error message on a single line, whatever a kernel
+// message or a hostile file name put into it.
+func oneLine(s string) string {
+	s = strings.TrimSpace(s)
+	r := strings.NewReplacer("\r\n", "; ", "\n", "; ", "\r", "; ")
+	return r.Replace(s)
+}
+
+func newRoot() *cobra.Command {
+	root := &cobra.Command{
+		Use:   "airlock",
+		Short: "Run AI coding agents in copy-on-write pods you review before anything reaches the host",
+		Long: `airlock runs any command (Claude Code, Codex, Aider, a shell) against your real
+workspace through a copy-on-write layer. Nothing reaches the host until you
+review it with 'airlock diff' and take it with 'airlock commit'.
+
+State lives in $AIRLOCK_HOME (default /var/lib/airlock as root).`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		Version:       version,
+	}
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+	root.CompletionOptions.DisableDefaultCmd = true
+	for _, add := range commands {
+		root.AddCommand(add())
+	}
+	return root
+}
+
+// commands is filled by each verb's file in its init.
+var commands []func() *cobra.Command
+
+var version = "0.1.0-dev"
+
+// writeJSON prints v as indented JSON followed by a newline.
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.SetEscapeHTML(false)
+	return enc.Encode(v)
+}
+
+// argsError wraps a cobra positional-argument validator so its message is a usage error.
+func argsError(v cobra.PositionalArgs) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if err := v(cmd, args); err != nil {
+			return usageError{fmt.Errorf("%s: %w", cmd.CommandPath(), err)}
+		}
+		return nil
+	}
+}

@@ -1,0 +1,156 @@
+package cli
+
+import (
+	"fmt"
+	"os"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/airlock-dev/airlock/internal/audit"
+	"github.com/airlock-dev/airlock/internal/errdefs"
+	"github.com/airlock-dev/airlock/internal/layer"
+	"github.com/airlock-dev/airlock/internal/pod"
+)
+
+func openStore() (*pod.Store, error) {
+	return pod.Open(pod.DefaultHome())
+}
+
+// podForDir finds the pod whose workspace is dir or one of its parents.
+func podForDir(s *pod.Store, dir string) (*pod.Pod, error) {
+	dir, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, err
+	}
+	if real, err := filepath.EvalSymlinks(dir); err == nil {
+		dir = real
+	}
+	for d := dir; ; d = filepath.Dir(d) {
+		p, err := s.ForWorkspace(d)
+		if err == nil {
+			return p, nil
+		}
+		if d == "/" {
+			break
+		}
+	}
+	return nil, errdefs.NotFound("no pod for %s; create one with airlock init or airlock run", dir)
+}
+
+// resolvePod returns the named pod, or the pod of the current directory
+// when name is empty.
+func resolvePod(s *pod.Store, name string) (*pod.Pod, error) {
+	if name != "" {
+		if err := pod.ValidateName(name); err != nil {
+			return nil, err
+		}
+		return s.Get(name)
+	}
+	cwd, err := os.Getwd()
+	if err != nil {
+		return nil, fmt.Errorf("finding the current directory: %w", err)
+	}
+	return podForDir(s, cwd)
+}
+
+// splitPod handles "VERB [POD] [PATH...]": the first argument names a pod
+// when a pod of that name exists; otherwise every argument is a path and
+// the pod is the current directory's.
+func splitPod(s *pod.Store, args []string) (*pod.Pod, []string, error) {
+	if len(args) > 0 && pod.ValidateName(args[0]) == nil {
+		if p, err := s.Get(args[0]); err == nil {
+			return p, args[1:], nil
+		}
+	}
+	p, err := resolvePod(s, "")
+	return p, args, err
+}
+
+// openPod resolves the pod and, under its lock, finishes or reverses any
+// commit or undo that a crash interrupted, so every command starts from a
+// consistent host and layer.
+func openPod(s *pod.Store, name string) (*pod.Pod, error) {
+	p, err := resolvePod(s, name)
+	if err != nil {
+		return nil, err
+	}
+	return p, recoverPod(p)
+}
+
+func recoverPod(p *pod.Pod) error {
+	unlock, err := p.Lock()
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	done, err := layer.Recover(p.JournalDir())
+	if err != nil {
+		return fmt.Errorf("recovering an interrupted commit of pod %s: %w", p.Name, err)
+	}
+	for _, id := range done {
+		record(p, "commit.recover", map[string]any{"commit": id}, "ok")
+	}
+	return nil
+}
+
+// actor names the person behind this command for the audit trail.
+func actor() string {
+	if su := os.Getenv("SUDO_USER"); su != "" && os.Geteuid() == 0 {
+		return su + " (sudo)"
+	}
+	uid := os.Getuid()
+	if u, err := user.LookupId(strconv.Itoa(uid)); err == nil {
+		return u.Username
+	}
+	return "uid " + strconv.Itoa(uid)
+}
+
+// record appends one event to the pod's audit trail. A failure to audit is
+// reported but does not undo the action already taken.
+func record(p *pod.Pod, action string, details map[string]any, outcome string) {
+	if err := appendAudit(p, audit.Event{Pod: p.Name, Actor: actor(), Action: action, Details: details, Outcome: outcome}); err != nil {
+		fmt.Fprintf(os.Stderr, "airlock: warning: writing the audit trail of %s: %v\n", p.Name, err)
+	}
+}
+
+func appendAudit(p *pod.Pod, e audit.Event) error {
+	key, err := audit.KeyFor(pod.DefaultHome())
+	if err != nil {
+		return err
+	}
+	l, err := audit.Open(p.AuditPath(), key)
+	if err != nil {
+		return err
+	}
+	defer l.Close()
+	_, err = l.Append(e)
+	return err
+}
+
+// refuseRunning stops layer-changing commands while the overlay is mounted.
+func refuseRunning(p *pod.Pod, verb string) error {
+	if pid, running := p.Running(); running {
+		return errdefs.Busy("pod %s is running (supervisor pid %d); %s needs it stopped: exit the agent or run airlock kill %s", p.Name, pid, verb, p.Name)
+	}
+	return nil
+}
+
+// displayPaths lists the escaped display paths of changes.
+func displayPaths(cs []layer.Change) []string {
+	out := make([]string, len(cs))
+	for i, c := range cs {
+		out[i] = layer.EscapeName(c.Display())
+	}
+	return out
+}
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return "1 " + one
+	}
+	return strconv.Itoa(n) + " " + many
+}
+
+var _ = strings.TrimSpace

@@ -1,0 +1,46 @@
+package cli
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/spf13/cobra"
+
+	"github.com/airlock-dev/airlock/internal/pod"
+)
+
+func init() { commands = append(commands, newDestroyCmd) }
+
+func newDestroyCmd() *cobra.Command {
+	var force bool
+	cmd := &cobra.Command{
+		Use:     "destroy POD...",
+		Aliases: []string{"rm"},
+		Short:   "Delete pods and everything in their layers (the host is not touched)",
+		Long: `Delete pods: their layers, snapshots, journals and audit trails. Uncommitted
+changes are lost; the workspace on the host is never touched. A running pod is
+refused unless --force, which kills it first.`,
+		Args: argsError(cobra.MinimumNArgs(1)),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			s, err := openStore()
+			if err != nil {
+				return err
+			}
+			var errs []error
+			for _, name := range args {
+				if err := pod.ValidateName(name); err != nil {
+					errs = append(errs, err)
+					continue
+				}
+				if err := s.Destroy(name, force); err != nil {
+					errs = append(errs, fmt.Errorf("destroying %s: %w", name, err))
+					continue
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "destroyed %s\n", name)
+			}
+			return errors.Join(errs...)
+		},
+	}
+	cmd.Flags().BoolVarP(&force, "force", "f", false, "kill a running pod first")
+	return cmd
+}

@@ -1,0 +1,297 @@
+package supervisor
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/airlock-dev/airlock/internal/cgroup"
+	"github.com/airlock-dev/airlock/internal/config"
+	"github.com/airlock-dev/airlock/internal/errdefs"
+	"github.com/airlock-dev/airlock/internal/layer"
+	"github.com/airlock-dev/airlock/internal/netwall"
+	"github.com/airlock-dev/airlock/internal/pod"
+	"github.com/airlock-dev/airlock/internal/sandbox"
+)
+
+// AuditFunc records one event in the pod's audit trail.
+type AuditFunc func(action string, details map[string]any, outcome string)
+
+// Options describe one run of a pod.
+type Options struct {
+	Pod     *pod.Pod
+	Args    []string // the command; empty = run.command from config, else the user's shell
+	Env     []string // -e KEY=VAL, applied last
+	Workdir string   // -w; empty = the caller's place inside the workspace, else the workspace
+	TTY     bool
+	Stdin   *os.File
+	Stdout  *os.File
+	Stderr  *os.File
+	// Downgrade lists walls the user accepts running without (--downgrade),
+	// in addition to the config's security.downgrade.
+	Downgrade []string
+	Publish   []string
+	Audit     AuditFunc
+	// Warn prints a warning for the person at the terminal.
+	Warn func(format string, args ...any)
+}
+
+// Wall names, as used in security.downgrade and status.
+const (
+	WallSeccomp  = "seccomp"
+	WallLandlock = "landlock"
+	WallCgroups  = "cgroups"
+	WallNetwork  = "network"
+)
+
+// Run starts the pod, waits for the command and returns its exit status.
+// The error is non-nil only when Airlock itself failed; the caller then
+// exits 125 (or 126/127 as reported by the sandbox).
+func Run(o Options) (int, error) {
+	p := o.Pod
+	release, err := p.AcquireRun()
+	if err != nil {
+		return 125, err
+	}
+	defer release()
+	r := &runner{o: o, cfg: p.Config, walls: map[string]string{}}
+	if o.Audit == nil {
+		r.o.Audit = func(string, map[string]any, string) {}
+	}
+	if o.Warn == nil {
+		r.o.Warn = func(string, ...any) {}
+	}
+	return r.run()
+}
+
+type runner struct {
+	o     Options
+	cfg   *config.Config
+	walls map[string]string // wall -> "up" | "downgraded: reason" | "off"
+	spec  *sandbox.Spec
+	hooks []func(pid int) error
+	after []func()
+	group cgroup.Group
+	wall  *netwall.Wall
+	proc  *sandbox.Process
+}
+
+func (r *runner) downgraded(wall string) bool {
+	return contains(r.cfg.Security.Downgrade, wall) || contains(r.o.Downgrade, wall)
+}
+
+// wallFailed applies the fail-closed rule to one wall that could not be built.
+func (r *runner) wallFailed(wall string, err error) error {
+	if !r.downgraded(wall) {
+		return fmt.Errorf("%s wall: %w (to run without it anyway, pass --downgrade %s; the downgrade is audited)", wall, err, wall)
+	}
+	r.walls[wall] = "downgraded: " + err.Error()
+	r.o.Audit("wall.downgrade", map[string]any{"wall": wall, "reason": err.Error()}, "accepted")
+	r.o.Warn("running WITHOUT the %s wall: %v", wall, err)
+	return nil
+}
+
+func (r *runner) run() (int, error) {
+	p := r.o.Pod
+	start := time.Now()
+	if err := r.buildSpec(); err != nil {
+		r.o.Audit("run.start", map[string]any{"args": r.o.Args}, "error: "+err.Error())
+		return 125, err
+	}
+	defer func() {
+		for i := len(r.after) - 1; i >= 0; i-- {
+			r.after[i]()
+		}
+	}()
+	r.spec.OnStart = r.onStart
+	r.o.Audit("run.start", map[string]any{"args": r.spec.Args, "dir": r.spec.Dir, "walls": r.walls}, "ok")
+	r.saveRunState(start)
+	stopTimer := r.startTimeout()
+	code, err := sandbox.Run(r.spec)
+	stopTimer()
+	r.finish(start, code, err)
+	if err != nil {
+		if code == 0 {
+			code = 125
+		}
+		return code, err
+	}
+	return code, nil
+}
+
+func (r *runner) onStart(pid int) error {
+	for _, h := range r.hooks {
+		if err := h(pid); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (r *runner) saveRunState(start time.Time) {
+	p := r.o.Pod
+	unlock, err := p.Lock()
+	if err != nil {
+		return
+	}
+	defer unlock()
+	p.State.LastRun = start
+	p.State.SupervisorPID = os.Getpid()
+	p.State.Walls = r.walls
+	_ = p.SaveState()
+}
+
+// finish records what happened after the pod stopped: the exit, the
+// conflict base of everything the pod copied, resource events.
+func (r *runner) finish(start time.Time, code int, runErr error) {
+	p := r.o.Pod
+	details := map[string]any{"exit": code, "duration_ms": time.Since(start).Milliseconds()}
+	outcome := "ok"
+	if runErr != nil {
+		outcome = "error: " + runErr.Error()
+	}
+	r.o.Audit("run.exit", details, outcome)
+	if err := layer.RecordBase(p.Roots(), p.BasePath(), start); err != nil {
+		r.o.Warn("recording the conflict base: %v", err)
+	}
+	unlock, err := p.Lock()
+	if err != nil {
+		return
+	}
+	defer unlock()
+	p.State.LastExit = &code
+	p.State.SupervisorPID = 0
+	_ = p.SaveState()
+}
+
+// buildSpec turns the config into a sandbox spec, wall by wall.
+func (r *runner) buildSpec() error {
+	p := r.o.Pod
+	home := p.State.Home
+	if home == "" {
+		home = homeDir()
+	}
+	args, err := r.command()
+	if err != nil {
+		return err
+	}
+	dir, err := r.workdir()
+	if err != nil {
+		return err
+	}
+	r.spec = &sandbox.Spec{
+		Hostname: r.hostname(),
+		Args:     args,
+		Env:      BuildEnv(os.Environ(), r.cfg.Run.Env, r.o.Env, p.Name),
+		Dir:      dir,
+		UID:      os.Getuid(),
+		GID:      os.Getgid(),
+		RootDir:  p.RootfsDir(),
+		TTY:      r.o.TTY,
+		Stdin:    r.o.Stdin,
+		Stdout:   r.o.Stdout,
+		Stderr:   r.o.Stderr,
+	}
+	view := sandbox.ViewConfig{Roots: p.Roots()}
+	fs := r.cfg.Filesystem
+	for _, d := range fs.Readonly {
+		view.ReadOnly = append(view.ReadOnly, expandPath(d, home, p.State.Workspace))
+	}
+	for _, d := range fs.Hide {
+		view.Hide = append(view.Hide, expandPath(d, home, p.State.Workspace))
+	}
+	for _, d := range fs.Tmpfs {
+		view.Tmpfs = append(view.Tmpfs, expandPath(d, home, p.State.Workspace))
+	}
+	for _, d := range fs.Writable {
+		view.Writable = append(view.Writable, expandPath(d, home, p.State.Workspace))
+	}
+	for _, d := range fs.Sockets {
+		view.Sockets = append(view.Sockets, expandPath(d, home, p.State.Workspace))
+	}
+	mounts, err := sandbox.PlanView(view)
+	if err != nil {
+		return err
+	}
+	r.spec.Mounts = mounts
+	for _, build := range []func(*sandbox.ViewConfig) error{r.buildSeccomp, r.buildLandlock, r.buildCgroup, r.buildNetwork} {
+		if err := build(&view); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (r *runner) hostname() string {
+	if r.cfg.Run.Hostname != "" {
+		return r.cfg.Run.Hostname
+	}
+	return r.o.Pod.Name
+}
+
+func (r *runner) command() ([]string, error) {
+	if len(r.o.Args) > 0 {
+		return r.o.Args, nil
+	}
+	if len(r.cfg.Run.Command) > 0 {
+		return r.cfg.Run.Command, nil
+	}
+	sh := os.Getenv("SHELL")
+	if sh == "" {
+		sh = "/bin/sh"
+	}
+	return []string{sh}, nil
+}
+
+// workdir keeps the caller's place: run from ws/src and the agent starts
+// in ws/src inside the pod too.
+func (r *runner) workdir() (string, error) {
+	ws := r.o.Pod.State.Workspace
+	if r.o.Workdir != "" {
+		d := r.o.Workdir
+		if !filepath.IsAbs(d) {
+			d = filepath.Join(ws, d)
+		}
+		return filepath.Clean(d), nil
+	}
+	if r.cfg.Run.Workdir != "" {
+		return expandPath(r.cfg.Run.Workdir, homeDir(), ws), nil
+	}
+	cwd, err := os.Getwd()
+	if err == nil {
+		if real, err := filepath.EvalSymlinks(cwd); err == nil && (real == ws || strings.HasPrefix(real, ws+"/")) {
+			return real, nil
+		}
+	}
+	return ws, nil
+}
+
+// startTimeout enforces resources.timeout: a warning in the audit trail
+// ahead of time, then the pod is killed.
+func (r *runner) startTimeout() (stop func()) {
+	limit := time.Duration(r.cfg.Resources.Timeout)
+	if limit <= 0 {
+		return func() {}
+	}
+	lead := limit / 10
+	if lead > 5*time.Minute {
+		lead = 5 * time.Minute
+	}
+	warn := time.AfterFunc(limit-lead, func() {
+		r.o.Audit("timeout.warning", map[string]any{"remaining": lead.String(), "timeout": limit.String()}, "warning")
+		r.o.Warn("pod %s will be stopped in %s (resources.timeout %s)", r.o.Pod.Name, lead, limit)
+	})
+	kill := time.AfterFunc(limit, func() {
+		r.o.Audit("timeout", map[string]any{"timeout": limit.String()}, "killed")
+		r.killAll()
+	})
+	return func() { warn.Stop(); kill.Stop() }
+}
+
+var errNoWall = errors.New("not available")
+
+var _ = errdefs.ErrInvalid
+var _ = errNoWall

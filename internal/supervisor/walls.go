@@ -1,0 +1,164 @@
+package supervisor
+
+import (
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/airlock-dev/airlock/internal/cgroup"
+	"github.com/airlock-dev/airlock/internal/config"
+	"github.com/airlock-dev/airlock/internal/netwall"
+	"github.com/airlock-dev/airlock/internal/sandbox"
+	"github.com/airlock-dev/airlock/internal/seccomp"
+)
+
+func (r *runner) buildSeccomp(*sandbox.ViewConfig) error {
+	prog, err := compileSeccomp(r.cfg.Security.Seccomp)
+	if err != nil {
+		return r.wallFailed(WallSeccomp, err)
+	}
+	r.spec.Seccomp = prog
+	r.walls[WallSeccomp] = "up (" + r.cfg.Security.Seccomp + ")"
+	return nil
+}
+
+func (r *runner) buildLandlock(v *sandbox.ViewConfig) error {
+	if !r.cfg.Security.Landlock {
+		r.walls[WallLandlock] = "off (security.landlock: false)"
+		return nil
+	}
+	ll := &sandbox.LandlockSpec{Required: !r.downgraded(WallLandlock)}
+	ll.ReadOnly = append(ll.ReadOnly, v.ReadOnly...)
+	ll.ReadOnly = append(ll.ReadOnly, "/proc", "/sys")
+	for _, root := range v.Roots {
+		ll.ReadWrite = append(ll.ReadWrite, root.Host)
+	}
+	ll.ReadWrite = append(ll.ReadWrite, v.Tmpfs...)
+	ll.ReadWrite = append(ll.ReadWrite, v.Writable...)
+	ll.ReadWrite = append(ll.ReadWrite, "/dev")
+	ll.Exec = append(append([]string{}, ll.ReadOnly...), ll.ReadWrite...)
+	r.spec.Landlock = ll
+	r.walls[WallLandlock] = "up"
+	return nil
+}
+
+func (r *runner) buildCgroup(*sandbox.ViewConfig) error {
+	res := r.cfg.Resources
+	lim := cgroup.Limits{
+		Memory:   int64(res.Memory),
+		Swap:     int64(res.Swap),
+		CPUs:     res.CPUs,
+		Pids:     int64(res.Pids),
+		ReadBPS:  int64(res.IO.ReadBPS),
+		WriteBPS: int64(res.IO.WriteBPS),
+	}
+	g, err := cgroup.New(r.o.Pod.Name, lim)
+	if err != nil {
+		return r.wallFailed(WallCgroups, err)
+	}
+	r.group = g
+	r.walls[WallCgroups] = fmt.Sprintf("up (cgroup v%d)", g.Version())
+	r.hooks = append(r.hooks, g.Add)
+	r.after = append(r.after, func() { r.cgroupEvents(); _ = g.Destroy() })
+	return nil
+}
+
+// cgroupEvents puts resource events (OOM kills, PID limit hits) in the
+// audit trail once the pod has stopped.
+func (r *runner) cgroupEvents() {
+	st, err := r.group.Stats()
+	if err != nil {
+		return
+	}
+	if st.OOMKills > 0 {
+		r.o.Audit("oom-kill", map[string]any{"count": st.OOMKills, "memory_limit": st.MemoryLimit, "memory_peak": st.MemoryPeak}, "killed")
+	}
+	if st.PidsMaxHits > 0 {
+		r.o.Audit("pids-limit", map[string]any{"count": st.PidsMaxHits, "pids_limit": st.PidsLimit}, "denied")
+	}
+}
+
+func (r *runner) buildNetwork(v *sandbox.ViewConfig) error {
+	n := r.cfg.Network
+	switch n.Mode {
+	case "host":
+		r.walls[WallNetwork] = "OFF (network.mode: host — the pod shares the host's network)"
+		r.o.Warn("network.mode is host: the pod can reach every address the host can")
+		r.o.Audit("wall.network", map[string]any{"mode": "host"}, "warning")
+		return nil
+	}
+	r.spec.NewNet = true
+	pol := PolicyFromConfig(n)
+	resolv := filepath.Join(r.o.Pod.RunDir(), "resolv.conf")
+	if err := os.WriteFile(resolv, netwall.ResolvConf(), 0o644); err != nil {
+		return fmt.Errorf("writing the pod's resolv.conf: %w", err)
+	}
+	r.spec.Mounts = append(r.spec.Mounts, sandbox.Mount{Kind: "bind", Source: resolv, Target: "/etc/resolv.conf", ReadOnly: true, Reason: "the pod's resolver"})
+	r.hooks = append(r.hooks, func(pid int) error {
+		w, err := netwall.Setup(pid, pol, r.netEvent)
+		if err != nil {
+			return fmt.Errorf("network wall: %w", err)
+		}
+		r.wall = w
+		for _, pub := range r.o.Publish {
+			if err := publish(w, pub); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if n.Mode == "filtered" {
+		r.spec.Env = append(r.spec.Env, proxyEnv()...)
+	}
+	r.after = append(r.after, func() {
+		if r.wall != nil {
+			_ = r.wall.Close()
+		}
+	})
+	r.walls[WallNetwork] = "up (" + n.Mode + ")"
+	return nil
+}
+
+func (r *runner) netEvent(e netwall.Event) {
+	d := map[string]any{}
+	for k, v := range e.Details {
+		d[k] = v
+	}
+	if e.Reason != "" {
+		d["reason"] = e.Reason
+	}
+	r.o.Audit("net."+e.Kind, d, e.Verdict)
+}
+
+// PolicyFromConfig converts the config's network section to the wall's policy.
+func PolicyFromConfig(n config.Network) netwall.Policy {
+	p := netwall.Policy{Mode: n.Mode, Allow: ExpandPresets(n.Presets, n.Allow), Deny: n.Deny, Ports: n.Ports, DNSMode: n.DNS.Mode, Upstream: n.DNS.Upstream}
+	for _, c := range n.AllowPrivate {
+		if pfx, err := netip.ParsePrefix(c); err == nil {
+			p.AllowPrivate = append(p.AllowPrivate, pfx)
+		}
+	}
+	return p
+}
+
+// killAll stops every process of the pod.
+func (r *runner) killAll() {
+	if r.group != nil {
+		_ = r.group.Kill()
+	}
+	if r.proc != nil {
+		_ = r.proc.Signal(syscall.SIGKILL)
+	}
+}
+
+func compileSeccomp(profile string) ([]unix.SockFilter, error) {
+	pol, err := seccomp.Profile(profile)
+	if err != nil {
+		return nil, err
+	}
+	return seccomp.Compile(pol)
+}
