@@ -1,0 +1,133 @@
+// Package e2e drives the built airlock binary the way a person does, as
+// root, against real namespaces and overlays. Every test gets its own
+// AIRLOCK_HOME and workspace and must leave nothing mounted or running.
+package e2e
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/airlock-dev/airlock/internal/testutil"
+)
+
+var bin string
+
+func TestMain(m *testing.M) {
+	bin = os.Getenv("AIRLOCK_BIN")
+	if bin == "" {
+		dir, err := os.MkdirTemp("", "airlock-e2e-bin")
+		if err != nil {
+			panic(err)
+		}
+		bin = filepath.Join(dir, "airlock")
+		build := exec.Command("go", "build", "-o", bin, "../../cmd/airlock")
+		build.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := build.CombinedOutput(); err != nil {
+			fmt.Fprintf(os.Stderr, "building airlock: %v\n%s", err, out)
+			os.Exit(2)
+		}
+		code := m.Run()
+		os.RemoveAll(dir)
+		os.Exit(code)
+	}
+	os.Exit(m.Run())
+}
+
+// env is one test's private world: a state dir and a workspace.
+type env struct {
+	t    *testing.T
+	home string
+	ws   string
+}
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	testutil.RequireRoot(t)
+	e := &env{t: t, home: t.TempDir(), ws: filepath.Join(t.TempDir(), "project")}
+	if err := os.MkdirAll(filepath.Join(e.ws, "src"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	e.write("README.md", "hello\n")
+	e.write("src/main.c", "int main(void) { return 0; }\n")
+	t.Cleanup(func() {
+		if testutil.Mounted(e.home) || testutil.Mounted(e.ws) {
+			t.Errorf("mounts left behind under %s or %s", e.home, e.ws)
+		}
+	})
+	return e
+}
+
+func (e *env) write(rel, content string) {
+	e.t.Helper()
+	p := filepath.Join(e.ws, rel)
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		e.t.Fatal(err)
+	}
+	if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+func (e *env) read(rel string) string {
+	e.t.Helper()
+	b, err := os.ReadFile(filepath.Join(e.ws, rel))
+	if err != nil {
+		return "<" + err.Error() + ">"
+	}
+	return string(b)
+}
+
+type result struct {
+	code           int
+	stdout, stderr string
+}
+
+// run executes airlock with args in the workspace, stdin from in.
+func (e *env) run(in string, args ...string) result {
+	e.t.Helper()
+	cmd := exec.Command(bin, args...)
+	cmd.Dir = e.ws
+	cmd.Env = append(os.Environ(), "AIRLOCK_HOME="+e.home)
+	cmd.Stdin = strings.NewReader(in)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		e.t.Fatalf("running airlock %v: %v", args, err)
+	}
+	return result{code, out.String(), errb.String()}
+}
+
+// must runs airlock and fails the test unless it exits 0.
+func (e *env) must(args ...string) result {
+	e.t.Helper()
+	r := e.run("", args...)
+	if r.code != 0 {
+		e.t.Fatalf("airlock %s: exit %d\nstdout: %s\nstderr: %s", strings.Join(args, " "), r.code, r.stdout, r.stderr)
+	}
+	return r
+}
+
+// expect runs airlock and checks the exit code and that stderr holds want.
+func (e *env) expect(code int, want string, args ...string) result {
+	e.t.Helper()
+	r := e.run("", args...)
+	if r.code != code {
+		e.t.Fatalf("airlock %s: exit %d, want %d\nstdout: %s\nstderr: %s", strings.Join(args, " "), r.code, code, r.stdout, r.stderr)
+	}
+	if !strings.Contains(r.stderr, want) {
+		e.t.Fatalf("airlock %s: stderr %q does not contain %q", strings.Join(args, " "), r.stderr, want)
+	}
+	if strings.Count(strings.TrimSpace(r.stderr), "\n") > 0 && code != 0 {
+		e.t.Errorf("airlock %s: error is not one line: %q", strings.Join(args, " "), r.stderr)
+	}
+	return r
+}

@@ -1,0 +1,217 @@
+package e2e
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// The whole life of a pod: the agent writes, the host is untouched, diff
+// shows it, commit applies part, undo restores, rollback discards.
+func TestRunDiffCommitUndoRollback(t *testing.T) {
+	e := newEnv(t)
+	e.must("init", "proj")
+	script := `set -e
+echo changed > README.md
+echo new > src/new.c
+rm src/main.c
+mkdir -p docs && echo doc > docs/guide.md
+chmod 0755 README.md`
+	e.must("run", "proj", "--", "sh", "-c", script)
+	if got := e.read("README.md"); got != "hello\n" {
+		t.Fatalf("host README.md changed before commit: %q", got)
+	}
+	if _, err := os.Stat(filepath.Join(e.ws, "src/new.c")); !os.IsNotExist(err) {
+		t.Fatalf("host got src/new.c before commit: %v", err)
+	}
+	diff := e.must("diff", "proj").stdout
+	for _, want := range []string{"M  README.md", "A  src/new.c", "D  src/main.c", "A  docs/"} {
+		if !strings.Contains(diff, want) {
+			t.Errorf("diff lacks %q:\n%s", want, diff)
+		}
+	}
+	var js struct {
+		Changes []struct{ Path, Kind string }
+	}
+	if err := json.Unmarshal([]byte(e.must("diff", "proj", "--json").stdout), &js); err != nil {
+		t.Fatalf("diff --json: %v", err)
+	}
+	if len(js.Changes) < 5 {
+		t.Errorf("diff --json has %d changes, want at least 5: %+v", len(js.Changes), js.Changes)
+	}
+
+	out := e.must("commit", "proj", "README.md", "src").stdout
+	if got := e.read("README.md"); got != "changed\n" {
+		t.Fatalf("README.md after commit = %q", got)
+	}
+	if st, _ := os.Stat(filepath.Join(e.ws, "README.md")); st.Mode().Perm() != 0o755 {
+		t.Errorf("README.md mode after commit = %v, want 0755", st.Mode().Perm())
+	}
+	if got := e.read("src/new.c"); got != "new\n" {
+		t.Fatalf("src/new.c after commit = %q", got)
+	}
+	if _, err := os.Stat(filepath.Join(e.ws, "src/main.c")); !os.IsNotExist(err) {
+		t.Fatalf("src/main.c still on host after committed deletion")
+	}
+	if _, err := os.Stat(filepath.Join(e.ws, "docs")); !os.IsNotExist(err) {
+		t.Fatalf("docs/ reached the host though it was not selected")
+	}
+	if !strings.Contains(out, "commit ") {
+		t.Errorf("commit output lacks an id: %s", out)
+	}
+	// Committed changes leave the layer; the rest stays.
+	diff = e.must("diff", "proj").stdout
+	if strings.Contains(diff, "README.md") || !strings.Contains(diff, "docs/") {
+		t.Errorf("diff after partial commit:\n%s", diff)
+	}
+
+	e.must("undo", "proj")
+	if got := e.read("README.md"); got != "hello\n" {
+		t.Fatalf("undo did not restore README.md: %q", got)
+	}
+	if got := e.read("src/main.c"); got != "int main(void) { return 0; }\n" {
+		t.Fatalf("undo did not restore src/main.c: %q", got)
+	}
+	if _, err := os.Stat(filepath.Join(e.ws, "src/new.c")); !os.IsNotExist(err) {
+		t.Fatalf("undo left src/new.c on the host")
+	}
+
+	e.must("rollback", "proj")
+	if diff := e.must("diff", "proj").stdout; !strings.Contains(diff, "no changes") {
+		t.Errorf("diff after rollback:\n%s", diff)
+	}
+	e.must("audit", "verify", "proj")
+	audit := e.must("audit", "proj").stdout
+	for _, action := range []string{"pod.create", "run.start", "run.exit", "commit", "undo", "rollback"} {
+		if !strings.Contains(audit, action) {
+			t.Errorf("audit trail lacks %s:\n%s", action, audit)
+		}
+	}
+	e.must("destroy", "proj")
+}
+
+// A pod is created on first run for the current directory with no config.
+func TestRunCreatesPodForWorkspace(t *testing.T) {
+	e := newEnv(t)
+	r := e.must("run", "--", "sh", "-c", "echo in-pod; hostname")
+	if !strings.Contains(r.stdout, "in-pod") {
+		t.Fatalf("stdout %q", r.stdout)
+	}
+	ls := e.must("ls", "--json").stdout
+	var pods []struct{ Name, Workspace string }
+	if err := json.Unmarshal([]byte(ls), &pods); err != nil || len(pods) != 1 {
+		t.Fatalf("ls --json: %v %s", err, ls)
+	}
+	if !strings.Contains(r.stdout, pods[0].Name) {
+		t.Errorf("hostname in pod is not the pod name %q: %q", pods[0].Name, r.stdout)
+	}
+	st := e.must("status", "--json").stdout
+	if !strings.Contains(st, `"stopped"`) {
+		t.Errorf("status: %s", st)
+	}
+}
+
+func TestExitCodesAndPipes(t *testing.T) {
+	e := newEnv(t)
+	e.must("init", "p")
+	if r := e.run("", "run", "p", "--", "sh", "-c", "exit 3"); r.code != 3 {
+		t.Errorf("exit 3: got %d (%s)", r.code, r.stderr)
+	}
+	if r := e.run("", "run", "p", "--", "no-such-command-xyz"); r.code != 127 {
+		t.Errorf("not found: got %d (%s)", r.code, r.stderr)
+	}
+	e.write("notexec.sh", "#!/bin/sh\n")
+	if r := e.run("", "run", "p", "--", "./notexec.sh"); r.code != 126 {
+		t.Errorf("not executable: got %d (%s)", r.code, r.stderr)
+	}
+	if r := e.run("", "run", "p", "--", "sh", "-c", "kill -9 $$"); r.code != 137 {
+		t.Errorf("killed by SIGKILL: got %d", r.code)
+	}
+	r := e.run("piped input\n", "run", "p", "--", "cat")
+	if r.code != 0 || r.stdout != "piped input\n" {
+		t.Errorf("pipe: code %d stdout %q stderr %q", r.code, r.stdout, r.stderr)
+	}
+	r = e.run("", "run", "p", "-e", "FOO=bar baz", "--", "sh", "-c", `printf %s "$FOO"`)
+	if r.stdout != "bar baz" {
+		t.Errorf("-e: %q", r.stdout)
+	}
+}
+
+// Bad input: one line, the right exit code, nothing lost.
+func TestBadInput(t *testing.T) {
+	e := newEnv(t)
+	e.expect(2, "invalid", "init", "Bad_Name")
+	e.expect(3, "no pod named", "status", "nosuchpod")
+	e.expect(3, "no pod named", "destroy", "nosuchpod")
+	e.must("init", "p")
+	e.expect(4, "", "init", "p")
+	e.must("run", "p", "--", "sh", "-c", "echo x > a.txt")
+	for _, bad := range []string{"../x", "/etc/passwd", "", "a\nb", "src/../../x"} {
+		r := e.run("", "commit", "p", bad)
+		if r.code != 2 {
+			t.Errorf("commit %q: exit %d, want 2 (%s)", bad, r.code, r.stderr)
+		}
+	}
+	e.expect(3, "no change", "commit", "p", "not-changed.txt")
+	if got := e.read("a.txt"); !strings.HasPrefix(got, "<") {
+		t.Fatalf("a rejected commit applied a.txt: %q", got)
+	}
+	e.expect(2, "", "run", "--workspace", "/no/such/dir", "--", "true")
+	// Broken configs name the line; nothing is created.
+	e.write("bad1.yaml", "version: 1\nfilesystem:\n  hidee: [x]\n")
+	e.expect(2, "line 3", "init", "q1", "--config", filepath.Join(e.ws, "bad1.yaml"))
+	e.write("bad2.yaml", "version: 1\nresources:\n  memory: lots\n")
+	e.expect(2, "line 3", "init", "q2", "--config", filepath.Join(e.ws, "bad2.yaml"))
+	bomb := "version: 1\na: &a [\"x\",\"x\",\"x\",\"x\",\"x\",\"x\",\"x\",\"x\",\"x\"]\nb: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]\nc: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]\nd: [*c,*c,*c,*c,*c,*c,*c,*c,*c]\n"
+	e.write("bomb.yaml", bomb)
+	e.expect(2, "", "init", "q3", "--config", filepath.Join(e.ws, "bomb.yaml"))
+	if out := e.must("ls").stdout; strings.Contains(out, "q1") || strings.Contains(out, "q2") || strings.Contains(out, "q3") {
+		t.Errorf("a broken config created a pod:\n%s", out)
+	}
+}
+
+func TestAuditVerifyDetectsTampering(t *testing.T) {
+	e := newEnv(t)
+	e.must("init", "p")
+	e.must("run", "p", "--", "true")
+	e.must("audit", "verify", "p")
+	path := filepath.Join(e.home, "pods", "p", "audit.jsonl")
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.SplitAfter(string(data), "\n")
+	tampered := strings.Replace(lines[1], `"ok"`, `"denied"`, 1)
+	if tampered == lines[1] {
+		t.Fatalf("line 2 has no outcome to edit: %s", lines[1])
+	}
+	lines[1] = tampered
+	if err := os.WriteFile(path, []byte(strings.Join(lines, "")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r := e.run("", "audit", "verify", "p")
+	if r.code != 1 || !strings.Contains(r.stderr, "line 2") {
+		t.Fatalf("verify after edit: exit %d, stderr %q", r.code, r.stderr)
+	}
+}
+
+// While the pod runs its layer is mounted: commit and rollback refuse.
+func TestCommitRefusedWhileRunning(t *testing.T) {
+	e := newEnv(t)
+	e.must("init", "p")
+	fifo := filepath.Join(t.TempDir(), "started")
+	done := make(chan result, 1)
+	go func() {
+		done <- e.run("", "run", "p", "-w", "/", "--", "sh", "-c", "echo x > "+e.ws+"/f; sleep 3")
+	}()
+	_ = fifo
+	waitFor(t, func() bool { return strings.Contains(e.run("", "status", "p").stdout, "running") })
+	e.expect(5, "running", "commit", "p")
+	e.expect(5, "running", "rollback", "p")
+	if r := <-done; r.code != 0 {
+		t.Fatalf("run: %d %s", r.code, r.stderr)
+	}
+	e.must("commit", "p")
+}
