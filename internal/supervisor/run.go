@@ -107,6 +107,11 @@ func (r *runner) run() (int, error) {
 		}
 	}()
 	r.spec.OnStart = r.onStart
+	closeCtl, err := r.serveControl()
+	if err != nil {
+		return 125, err
+	}
+	defer closeCtl()
 	r.o.Audit("run.start", map[string]any{"args": r.spec.Args, "dir": r.spec.Dir, "walls": r.walls}, "ok")
 	r.saveRunState(start)
 	stopTimer := r.startTimeout()

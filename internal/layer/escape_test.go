@@ -1,0 +1,105 @@
+package layer
+
+import (
+	"math/rand/v2"
+	"strconv"
+	"strings"
+	"testing"
+	"unicode"
+	"unicode/utf8"
+)
+
+// unescapeName inverts EscapeName with Go's own string-literal decoder;
+// that it round-trips proves EscapeName injective.
+func unescapeName(s string) (string, error) {
+	return strconv.Unquote(`"` + strings.ReplaceAll(s, `"`, `\"`) + `"`)
+}
+
+func TestEscapeNameExamples(t *testing.T) {
+	for in, want := range map[string]string{
+		"src/main.go":        "src/main.go",
+		"héllo wörld 日本.txt": "héllo wörld 日本.txt",
+		"\x1b]0;pwned\x07":   `\x1b]0;pwned\a`,
+		"a\nb":               `a\nb`,
+		"tab\there":          `tab\there`,
+		"back\\slash":        `back\\slash`,
+		"\x1b[2J":            `\x1b[2J`,
+		"del\x7f":            `del\x7f`,
+		"c1\u0085\u009b":     `c1\u0085\u009b`,
+		"bad\xff\xfe":        `bad\xff\xfe`,
+		"\u202eevil.txt":     `\u202eevil.txt`,
+		"\u2066iso\u2069":    `\u2066iso\u2069`,
+		"\u061c\u200e\u200f": `\u061c\u200e\u200f`,
+		"zw\u200bsp\ufeff":   `zw\u200bsp\ufeff`,
+		"line\u2028sep":      `line\u2028sep`,
+		"\U000e0041tag":      `\U000e0041tag`,
+		"\uFFFD":             "\uFFFD",
+		`"quoted"`:           `"quoted"`,
+	} {
+		if got := EscapeName(in); got != want {
+			t.Errorf("EscapeName(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// TestEscapeNameProperties checks, over random strings biased toward the
+// dangerous bytes, that output is terminal-safe and decodes back exactly.
+func TestEscapeNameProperties(t *testing.T) {
+	alphabet := []string{"a", "/", " ", "\\", "\"", "\x00", "\x1b", "\n", "\r", "\x7f", "\x80", "\xc2",
+		"\xff", "\u0085", "\u202e", "\u2067", "é", "日", "\U0001F600", "\uFFFD", "x", "\\x1b", "\\u202e"}
+	rng := rand.New(rand.NewPCG(1, 2))
+	seen := map[string]string{}
+	for range 20000 {
+		var b strings.Builder
+		for range rng.IntN(8) {
+			b.WriteString(alphabet[rng.IntN(len(alphabet))])
+		}
+		in := b.String()
+		out := EscapeName(in)
+		checkEscaped(t, in, out)
+		if prev, ok := seen[out]; ok && prev != in {
+			t.Fatalf("EscapeName not injective: %q and %q both give %q", prev, in, out)
+		}
+		seen[out] = in
+	}
+}
+
+func checkEscaped(t testing.TB, in, out string) {
+	t.Helper()
+	if !utf8.ValidString(out) {
+		t.Fatalf("EscapeName(%q) = %q is not valid UTF-8", in, out)
+	}
+	for _, r := range out {
+		if r != ' ' && !unicode.IsPrint(r) {
+			t.Fatalf("EscapeName(%q) = %q keeps %U", in, out, r)
+		}
+	}
+	back, err := unescapeName(out)
+	if err != nil || back != in {
+		t.Fatalf("EscapeName(%q) = %q decodes to %q, %v", in, out, back, err)
+	}
+}
+
+func FuzzEscapeName(f *testing.F) {
+	for _, s := range []string{"", "a", "\x1b]0;pwned\x07", "a\nb", "\xff", "\u202e", `\x41`, "\\", "\u0085", "\xc2\x85"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		checkEscaped(t, s, EscapeName(s))
+	})
+}
+
+func TestEscapeContentLine(t *testing.T) {
+	for in, want := range map[string]string{
+		"\tcode(); // a\\b\n":      "\tcode(); // a\\b\n",
+		"crlf\r\n":                 "crlf\r\n",
+		"evil();\rgood();\n":       `evil();\rgood();` + "\n",
+		"\x1b]52;c;ZXZpbA==\x07\n": `\x1b]52;c;ZXZpbA==\a` + "\n",
+		"if x \u202e{\n":           `if x \u202e{` + "\n",
+		"no newline":               "no newline",
+	} {
+		if got := escapeContentLine(in); got != want {
+			t.Errorf("escapeContentLine(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

@@ -1,0 +1,362 @@
+package layer
+
+// File-descriptor based helpers for commit, undo and rollback. Every host
+// and upper path is resolved beneath a directory fd with openat2
+// RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS|RESOLVE_NO_MAGICLINKS, one component at
+// a time, so a symlink planted anywhere on the way fails the walk instead of
+// leading out. Entries are then acted on through (parent fd, name) pairs,
+// never through a path string checked earlier.
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/airlock-dev/airlock/internal/errdefs"
+)
+
+const resolveSafe = unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS
+
+// dirFlags opens a directory we will read, fchmod or fchown.
+const dirFlags = unix.O_RDONLY | unix.O_DIRECTORY | unix.O_NOFOLLOW | unix.O_CLOEXEC
+
+// splitRel checks that rel is a clean relative path and returns its
+// components. Empty components, ".", "..", NUL and over-long names are
+// refused, so a component can never climb or name the directory itself.
+func splitRel(rel string) ([]string, error) {
+	if rel == "" || strings.HasPrefix(rel, "/") {
+		return nil, errdefsInvalidPath(rel)
+	}
+	comps := strings.Split(rel, "/")
+	for _, c := range comps {
+		if c == "" || c == "." || c == ".." || len(c) > 255 || strings.IndexByte(c, 0) >= 0 {
+			return nil, errdefsInvalidPath(rel)
+		}
+	}
+	return comps, nil
+}
+
+// openRoot opens the directory at abs (a trusted path: Root.Host,
+// Root.Upper or a journal directory) for use as a resolution anchor.
+func openRoot(abs string) (int, error) {
+	fd, err := unix.Open(abs, dirFlags, 0)
+	if err != nil {
+		return -1, &os.PathError{Op: "open", Path: abs, Err: err}
+	}
+	return fd, nil
+}
+
+// openat2Retry opens name beneath dirFd. EAGAIN (a concurrent rename seen
+// by the kernel's resolution check) and EINTR are retried a few times.
+func openat2Retry(dirFd int, name string, flags int) (int, error) {
+	how := unix.OpenHow{Flags: uint64(flags | unix.O_CLOEXEC), Resolve: resolveSafe}
+	var err error
+	for range 16 {
+		var fd int
+		fd, err = unix.Openat2(dirFd, name, &how)
+		if err == nil {
+			return fd, nil
+		}
+		if err != unix.EAGAIN && err != unix.EINTR {
+			break
+		}
+	}
+	return -1, err
+}
+
+// openDir walks comps beneath rootFd and returns an fd of the last one,
+// which must be a real directory. When mk is non-nil, missing components
+// are created with Mkdirat on their parent fd; mk(i) gives the mode and
+// owner for comps[i] and is told which ones it created.
+func openDir(rootFd int, comps []string, mk func(i int, parent int) (mode uint32, uid, gid int)) (int, []int, error) {
+	cur, err := unix.Dup(rootFd)
+	if err != nil {
+		return -1, nil, os.NewSyscallError("dup", err)
+	}
+	unix.CloseOnExec(cur)
+	var made []int
+	for i, c := range comps {
+		next, err := openat2Retry(cur, c, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW)
+		if err == unix.ENOENT && mk != nil {
+			next, err = mkdirOpen(cur, c, i, mk)
+			if err == nil {
+				made = append(made, i)
+			}
+		}
+		unix.Close(cur)
+		if err != nil {
+			return -1, made, &os.PathError{Op: "openat2", Path: strings.Join(comps[:i+1], "/"), Err: err}
+		}
+		cur = next
+	}
+	return cur, made, nil
+}
+
+// mkdirOpen creates one missing directory under parent and opens it.
+func mkdirOpen(parent int, name string, i int, mk func(int, int) (uint32, int, int)) (int, error) {
+	mode, uid, gid := mk(i, parent)
+	if err := unix.Mkdirat(parent, name, 0o700); err != nil && err != unix.EEXIST {
+		return -1, err
+	}
+	fd, err := openat2Retry(parent, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW)
+	if err != nil {
+		return -1, err
+	}
+	if err := fixOwnerMode(fd, uid, gid, mode); err != nil {
+		unix.Close(fd)
+		return -1, err
+	}
+	return fd, nil
+}
+
+// fixOwnerMode sets owner then mode (chown clears set-id bits, so order matters).
+func fixOwnerMode(fd int, uid, gid int, mode uint32) error {
+	if err := unix.Fchown(fd, uid, gid); err != nil {
+		return os.NewSyscallError("fchown", err)
+	}
+	if err := unix.Fchmod(fd, mode); err != nil {
+		return os.NewSyscallError("fchmod", err)
+	}
+	return nil
+}
+
+// openParent resolves the parent directory of rel beneath rootFd and
+// returns its fd and the final component.
+func openParent(rootFd int, rel string) (int, string, error) {
+	comps, err := splitRel(rel)
+	if err != nil {
+		return -1, "", err
+	}
+	fd, _, err := openDir(rootFd, comps[:len(comps)-1], nil)
+	return fd, comps[len(comps)-1], err
+}
+
+// lstatAt stats name in dirFd without following it; nil, nil when absent.
+func lstatAt(dirFd int, name string) (*unix.Stat_t, error) {
+	var st unix.Stat_t
+	err := unix.Fstatat(dirFd, name, &st, unix.AT_SYMLINK_NOFOLLOW)
+	if err == unix.ENOENT {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, &os.PathError{Op: "fstatat", Path: name, Err: err}
+	}
+	return &st, nil
+}
+
+// lstatBeneath stats rel beneath rootFd; nil when it (or a parent) is absent.
+// A parent that is not a directory also counts as absent; a symlink parent
+// is an error (ELOOP), so a swapped component is never looked through.
+func lstatBeneath(rootFd int, rel string) (*unix.Stat_t, error) {
+	p, name, err := openParent(rootFd, rel)
+	if isAbsent(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer unix.Close(p)
+	return lstatAt(p, name)
+}
+
+// isAbsent reports errors that mean "no such entry on the way".
+func isAbsent(err error) bool {
+	return errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR)
+}
+
+// removeAt removes name in dirFd, a directory recursively through fds:
+// every unlinkat names one entry of a directory we hold open, so a symlink
+// inside the tree is removed itself, never followed.
+func removeAt(dirFd int, name string) error {
+	st, err := lstatAt(dirFd, name)
+	if err != nil || st == nil {
+		return err
+	}
+	if st.Mode&unix.S_IFMT == unix.S_IFDIR {
+		if err := emptyDir(dirFd, name); err != nil {
+			return err
+		}
+		err = unix.Unlinkat(dirFd, name, unix.AT_REMOVEDIR)
+	} else {
+		err = unix.Unlinkat(dirFd, name, 0)
+	}
+	if err != nil && err != unix.ENOENT {
+		return &os.PathError{Op: "unlinkat", Path: name, Err: err}
+	}
+	return nil
+}
+
+// emptyDir removes every entry of the directory name in dirFd.
+func emptyDir(dirFd int, name string) error {
+	fd, err := unix.Openat(dirFd, name, dirFlags, 0)
+	if err != nil {
+		return &os.PathError{Op: "openat", Path: name, Err: err}
+	}
+	names, err := readNames(fd)
+	if err == nil {
+		for _, n := range names {
+			if err = removeAt(fd, n); err != nil {
+				break
+			}
+		}
+	}
+	unix.Close(fd)
+	return err
+}
+
+// readNames lists a directory fd without consuming it (a dup is read).
+func readNames(fd int) ([]string, error) {
+	dup, err := unix.Openat(fd, ".", dirFlags, 0)
+	if err != nil {
+		return nil, os.NewSyscallError("openat", err)
+	}
+	f := os.NewFile(uintptr(dup), ".")
+	defer f.Close()
+	return f.Readdirnames(-1)
+}
+
+// copyData copies size bytes from src to dst: copy_file_range first (in
+// kernel, reflinks where the file system can), read/write as a fallback.
+func copyData(dst, src int, size int64) error {
+	var off int64
+	for off < size {
+		n, err := unix.CopyFileRange(src, nil, dst, nil, int(min(size-off, 1<<30)), 0)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil || n == 0 {
+			if off == 0 || err != nil {
+				return copyRW(dst, src)
+			}
+			return nil // source shrank; the layer is static, so this is its end
+		}
+		off += int64(n)
+	}
+	return nil
+}
+
+// copyRW is the portable fallback of copyData from the current offsets.
+func copyRW(dst, src int) error {
+	buf := make([]byte, 1<<20)
+	for {
+		n, err := unix.Read(src, buf)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return os.NewSyscallError("read", err)
+		}
+		if n == 0 {
+			return nil
+		}
+		for w := 0; w < n; {
+			m, err := unix.Write(dst, buf[w:n])
+			if err != nil && err != unix.EINTR {
+				return os.NewSyscallError("write", err)
+			}
+			w += max(m, 0)
+		}
+	}
+}
+
+// futimens sets atime and mtime of an open file (utimensat with a NULL
+// path acts on the fd itself, whatever its type).
+func futimens(fd int, mtime unix.Timespec) error {
+	ts := [2]unix.Timespec{mtime, mtime}
+	_, _, e := unix.Syscall6(unix.SYS_UTIMENSAT, uintptr(fd), 0, uintptr(unsafe.Pointer(&ts[0])), 0, 0, 0)
+	if e != 0 {
+		return os.NewSyscallError("utimensat", e)
+	}
+	return nil
+}
+
+// listXattrs returns the xattr names of an fd.
+func listXattrs(fd int) ([]string, error) {
+	size, err := unix.Flistxattr(fd, nil)
+	if err != nil || size == 0 {
+		if err == unix.ENOTSUP {
+			err = nil
+		}
+		return nil, err
+	}
+	buf := make([]byte, size)
+	n, err := unix.Flistxattr(fd, buf)
+	if err != nil {
+		return nil, err
+	}
+	var names []string
+	for _, s := range strings.Split(string(buf[:n]), "\x00") {
+		if s != "" {
+			names = append(names, s)
+		}
+	}
+	return names, nil
+}
+
+// committableXattr says whether an xattr of the layer may reach the host:
+// user.* only, never the overlay's own markers. security.capability,
+// security.selinux, trusted.* and system.* stay behind.
+func committableXattr(name string) bool {
+	return strings.HasPrefix(name, "user.") && !strings.HasPrefix(name, "user.overlay.")
+}
+
+// copyXattrs copies the xattrs keep accepts from src to dst.
+func copyXattrs(dst, src int, keep func(string) bool) error {
+	names, err := listXattrs(src)
+	if err != nil {
+		return os.NewSyscallError("flistxattr", err)
+	}
+	for _, n := range names {
+		if !keep(n) {
+			continue
+		}
+		val, err := getXattr(src, n)
+		if err != nil {
+			return err
+		}
+		if err := unix.Fsetxattr(dst, n, val, 0); err != nil {
+			return fmt.Errorf("setting xattr %s: %w", n, os.NewSyscallError("fsetxattr", err))
+		}
+	}
+	return nil
+}
+
+// stripXattrs removes every xattr keep refuses from fd.
+func stripXattrs(fd int, keep func(string) bool) error {
+	names, err := listXattrs(fd)
+	if err != nil {
+		return os.NewSyscallError("flistxattr", err)
+	}
+	for _, n := range names {
+		if keep(n) {
+			continue
+		}
+		if err := unix.Fremovexattr(fd, n); err != nil && err != unix.ENODATA {
+			return fmt.Errorf("removing xattr %s: %w", n, os.NewSyscallError("fremovexattr", err))
+		}
+	}
+	return nil
+}
+
+func getXattr(fd int, name string) ([]byte, error) {
+	for size := 256; size <= 1<<20; size *= 4 {
+		buf := make([]byte, size)
+		n, err := unix.Fgetxattr(fd, name, buf)
+		if err == unix.ERANGE {
+			continue
+		}
+		if err != nil {
+			return nil, os.NewSyscallError("fgetxattr", err)
+		}
+		return buf[:n], nil
+	}
+	return nil, os.NewSyscallError("fgetxattr", unix.E2BIG)
+}
+
+func errdefsInvalidPath(rel string) error {
+	return errdefs.Invalid("path %s is not a clean relative path; run airlock diff again", EscapeName(rel))
+}

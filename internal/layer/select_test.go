@@ -1,0 +1,166 @@
+package layer
+
+import (
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/airlock-dev/airlock/internal/errdefs"
+)
+
+func TestValidatePath(t *testing.T) {
+	good := []string{"src/a.go", "./src", "src/", ".", "./", "a/../b", "~", "~/", "~/x", "~/.config/app",
+		"dir with space/f", "naïve.txt", "bad\xffutf8", "-rf", "a//b", strings.Repeat("a", 4096)}
+	for _, p := range good {
+		if err := ValidatePath(p); err != nil {
+			t.Errorf("ValidatePath(%q) = %v, want ok", p, err)
+		}
+	}
+	bad := []string{"", "/etc/passwd", "/", "..", "../x", "./..", "src/../../x", "a/b/../../..",
+		"~/..", "~/../root", "~/a/../../b", "~root", "~root/.ssh", "~~", "a\x00b", "a\nb", "a\rb",
+		"\x1b]0;x\x07", "tab\tname", "del\x7f", "c1\u0085", "c1\u009b[2J", strings.Repeat("a", 4097)}
+	for _, p := range bad {
+		err := ValidatePath(p)
+		if !errors.Is(err, errdefs.ErrInvalid) {
+			t.Errorf("ValidatePath(%q) = %v, want ErrInvalid", p, err)
+			continue
+		}
+		msg := err.Error()
+		if strings.ContainsAny(msg, "\x00\n\r\x1b\x7f") || strings.Contains(msg, "\u009b") {
+			t.Errorf("error message for %q is not one safe line: %q", p, msg)
+		}
+	}
+}
+
+func FuzzValidatePath(f *testing.F) {
+	for _, s := range []string{"src/a.go", "./src", "~/x", "../x", "~root", "/etc", "a\nb", "a/../../b", "~/..", "."} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, p string) {
+		root, rel, err := parsePathArg(p)
+		if err != nil {
+			if !errors.Is(err, errdefs.ErrInvalid) || strings.ContainsAny(err.Error(), "\n\r\x1b\x00") {
+				t.Fatalf("bad error for %q: %q", p, err)
+			}
+			return
+		}
+		if root != "workspace" && root != "home" {
+			t.Fatalf("%q: root %q", p, root)
+		}
+		if rel == ".." || strings.HasPrefix(rel, "../") || strings.HasPrefix(rel, "/") ||
+			strings.Contains(rel, "/../") || strings.HasSuffix(rel, "/..") || rel == "." || strings.ContainsRune(rel, 0) {
+			t.Fatalf("%q accepted as %s:%q, which escapes", p, root, rel)
+		}
+	})
+}
+
+var selectFixture = []Change{
+	{Root: "workspace", Path: "docs", Kind: Added},
+	{Root: "workspace", Path: "docs/a.md", Kind: Added},
+	{Root: "workspace", Path: "src", Kind: ModeChg},
+	{Root: "workspace", Path: "src/a.go", Kind: Modified},
+	{Root: "workspace", Path: "src/ab.go", Kind: Modified},
+	{Root: "workspace", Path: "src/gen/x.go", Kind: Added},
+	{Root: "workspace", Path: "srcx", Kind: Added},
+	{Root: "workspace", Path: "a\nb", Kind: Added},
+	{Root: "home", Path: ".bashrc", Kind: Modified},
+	{Root: "home", Path: ".cache/pip/x", Kind: Added},
+	{Root: "/opt/tool", Path: "bin/t", Kind: Added},
+}
+
+func TestSelect(t *testing.T) {
+	cases := []struct {
+		paths, exclude []string
+		want           string
+	}{
+		{nil, nil, "docs,docs/a.md,src,src/a.go,src/ab.go,src/gen/x.go,srcx,a\nb,~/.bashrc,~/.cache/pip/x,/opt/tool/bin/t"},
+		{[]string{"src"}, nil, "src,src/a.go,src/ab.go,src/gen/x.go"},
+		{[]string{"./src/"}, []string{"src/gen"}, "src,src/a.go,src/ab.go"},
+		{[]string{"src/a.go"}, nil, "src/a.go"},
+		{[]string{"src/gen/../a.go", "~/.bashrc"}, nil, "src/a.go,~/.bashrc"},
+		{[]string{"~"}, []string{"~/.cache"}, "~/.bashrc"},
+		{[]string{"."}, []string{"src", "docs", "srcx"}, "a\nb"},
+		{nil, []string{"src", "~"}, "docs,docs/a.md,srcx,a\nb,/opt/tool/bin/t"},
+	}
+	for _, c := range cases {
+		got, err := Select(selectFixture, c.paths, c.exclude)
+		if err != nil {
+			t.Errorf("Select(%q, %q): %v", c.paths, c.exclude, err)
+			continue
+		}
+		if d := displays(got); d != c.want {
+			t.Errorf("Select(%q, %q) = %q, want %q", c.paths, c.exclude, d, c.want)
+		}
+	}
+}
+
+func TestSelectErrors(t *testing.T) {
+	_, err := Select(selectFixture, []string{"src", "nope/\x1b[31mred"}, nil)
+	if !errors.Is(err, errdefs.ErrInvalid) {
+		t.Fatalf("control char in path: got %v, want ErrInvalid", err)
+	}
+	_, err = Select(selectFixture, []string{"src", "missing\u202etxt.exe"}, nil)
+	if !errors.Is(err, errdefs.ErrNotFound) || err.Error() != `no change at missing\u202etxt.exe; see airlock diff` {
+		t.Fatalf("unmatched path: got %v, want escaped NotFound", err)
+	}
+	for _, attack := range []string{"../../etc/shadow", "/etc/shadow", "~root/.ssh/id_rsa", "src/../../.."} {
+		if _, err := Select(selectFixture, []string{attack}, nil); !errors.Is(err, errdefs.ErrInvalid) {
+			t.Errorf("Select(%q): got %v, want ErrInvalid", attack, err)
+		}
+		if _, err := Select(selectFixture, nil, []string{attack}); !errors.Is(err, errdefs.ErrInvalid) {
+			t.Errorf("Select exclude %q: got %v, want ErrInvalid", attack, err)
+		}
+	}
+	// "sr" is a prefix of "src" as a string but not as a path.
+	if _, err := Select(selectFixture, []string{"sr"}, nil); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Fatalf("Select(sr): got %v, want NotFound", err)
+	}
+}
+
+func FuzzSelect(f *testing.F) {
+	f.Add("src", "src/gen")
+	f.Add("./src/", "")
+	f.Add("~", "~/.cache")
+	f.Add("../x", "")
+	f.Add("a\nb", "")
+	f.Fuzz(func(t *testing.T, path, exclude string) {
+		var ex []string
+		if exclude != "" {
+			ex = []string{exclude}
+		}
+		got, err := Select(selectFixture, []string{path}, ex)
+		if err != nil {
+			if !errors.Is(err, errdefs.ErrInvalid) && !errors.Is(err, errdefs.ErrNotFound) {
+				t.Fatalf("uncategorised error %v", err)
+			}
+			return
+		}
+		root, rel, _ := parsePathArg(path)
+		sel := pathSel{root: root, rel: rel}
+		for _, c := range got {
+			if !sel.covers(c) {
+				t.Fatalf("Select(%q) kept %q outside it", path, c.Display())
+			}
+		}
+	})
+}
+
+func TestFilterNoise(t *testing.T) {
+	shown, hidden := FilterNoise(selectFixture, []string{"~/.cache", "src/*.go", "/opt/tool/", "docs/a.m*"})
+	if d := displays(shown); d != "docs,src,src/gen/x.go,srcx,a\nb,~/.bashrc" || hidden != 5 {
+		t.Fatalf("FilterNoise = %q, %d hidden", d, hidden)
+	}
+	shown, hidden = FilterNoise(selectFixture, nil)
+	if len(shown) != len(selectFixture) || hidden != 0 {
+		t.Fatalf("no ignores hid %d", hidden)
+	}
+	for _, c := range []struct {
+		pat, name string
+		ok        bool
+	}{{"*", "x", true}, {"*.go", ".go", true}, {"a*b*c", "abc", true}, {"a*b*c", "axxbyyc", true},
+		{"a*b*c", "acb", false}, {"a*a", "a", false}, {"[ab]", "[ab]", true}, {"[ab]", "a", false}} {
+		if starMatch(c.pat, c.name) != c.ok {
+			t.Errorf("starMatch(%q, %q) != %v", c.pat, c.name, c.ok)
+		}
+	}
+}

@@ -1,0 +1,60 @@
+package netwall
+
+import (
+	"fmt"
+	"os"
+	"runtime"
+
+	"golang.org/x/sys/unix"
+)
+
+// nsThread is one OS thread of the supervisor parked inside the pod's
+// network namespace. Functions run on it create sockets (and write
+// sysctls) that belong to the pod's namespace. The thread never returns to
+// the host namespace: when the worker stops, its goroutine exits while
+// still locked, and the Go runtime destroys the thread, so no goroutine
+// can ever run in the wrong namespace.
+type nsThread struct {
+	work chan func()
+	done chan struct{}
+}
+
+// startNSThread enters the network namespace open at nsFD on a fresh
+// thread and returns once it is there.
+func startNSThread(nsFD int) (*nsThread, error) {
+	t := &nsThread{work: make(chan func()), done: make(chan struct{})}
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread dies with the goroutine
+		defer close(t.done)
+		if err := unix.Setns(nsFD, unix.CLONE_NEWNET); err != nil {
+			errc <- os.NewSyscallError("setns", err)
+			return
+		}
+		errc <- nil
+		for f := range t.work {
+			f()
+		}
+	}()
+	if err := <-errc; err != nil {
+		return nil, fmt.Errorf("entering the pod network namespace: %w", err)
+	}
+	return t, nil
+}
+
+// run executes f on the thread inside the namespace and waits for it.
+func (t *nsThread) run(f func() error) (err error) {
+	finished := make(chan struct{})
+	t.work <- func() {
+		defer close(finished)
+		err = f()
+	}
+	<-finished
+	return err
+}
+
+// stop ends the thread; the runtime then kills it.
+func (t *nsThread) stop() {
+	close(t.work)
+	<-t.done
+}

@@ -1,0 +1,120 @@
+package netwall
+
+import (
+	"net/netip"
+	"slices"
+	"strings"
+)
+
+// Policy is the pod's network policy. The zero value of each field means
+// its default: Mode "filtered", DNSMode "allow", Ports 80 and 443, Upstream
+// from the host's /etc/resolv.conf.
+type Policy struct {
+	Mode         string         // "filtered" (resolver + proxy) | "none" (loopback only)
+	Allow, Deny  []string       // exact names and "*.example.com" (subdomains only)
+	Ports        []int          // destination ports the proxy dials; default 80, 443
+	AllowPrivate []netip.Prefix // address blocks exempt from CheckAddr
+	DNSMode      string         // "allow" (only allowed names) | "deny" (all but denied) | "monitor" (all, logged)
+	Upstream     []string       // "ip:port" resolvers the supervisor asks; default: host resolv.conf
+}
+
+// Modes and DNS modes.
+const (
+	ModeFiltered = "filtered"
+	ModeNone     = "none"
+	DNSAllow     = "allow"
+	DNSDeny      = "deny"
+	DNSMonitor   = "monitor"
+)
+
+// normalized returns a copy with defaults filled in and names lower-cased,
+// so the hot path never mutates or re-derives anything.
+func (p Policy) normalized() Policy {
+	q := Policy{
+		Mode:         p.Mode,
+		DNSMode:      p.DNSMode,
+		Ports:        slices.Clone(p.Ports),
+		AllowPrivate: slices.Clone(p.AllowPrivate),
+		Upstream:     slices.Clone(p.Upstream),
+	}
+	if q.Mode == "" {
+		q.Mode = ModeFiltered
+	}
+	if q.DNSMode == "" {
+		q.DNSMode = DNSAllow
+	}
+	if len(q.Ports) == 0 {
+		q.Ports = []int{80, 443}
+	}
+	for _, n := range p.Allow {
+		q.Allow = append(q.Allow, normName(n))
+	}
+	for _, n := range p.Deny {
+		q.Deny = append(q.Deny, normName(n))
+	}
+	return q
+}
+
+// normName lower-cases a host name and drops one trailing dot, the two
+// spellings that must not let a name slip past a list.
+func normName(s string) string {
+	return strings.TrimSuffix(strings.ToLower(strings.TrimSpace(s)), ".")
+}
+
+// matchName reports whether name matches one list entry: exactly, or as a
+// subdomain of a "*.suffix" entry.
+func matchName(entry, name string) bool {
+	if suffix, ok := strings.CutPrefix(entry, "*."); ok {
+		return strings.HasSuffix(name, "."+suffix)
+	}
+	return entry == name
+}
+
+func matchAny(list []string, name string) bool {
+	for _, e := range list {
+		if matchName(e, name) {
+			return true
+		}
+	}
+	return false
+}
+
+// nameVerdict decides one host name for both the resolver and the proxy,
+// so the two can never disagree.
+func (p *Policy) nameVerdict(name string) (ok bool, reason string) {
+	name = normName(name)
+	switch {
+	case p.DNSMode == DNSMonitor:
+		return true, "monitor mode"
+	case matchAny(p.Deny, name):
+		return false, "name denied by policy"
+	case p.DNSMode == DNSDeny:
+		return true, "not in deny list"
+	case matchAny(p.Allow, name):
+		return true, "name allowed by policy"
+	}
+	return false, "name not in allow list"
+}
+
+func (p *Policy) portAllowed(port int) bool { return slices.Contains(p.Ports, port) }
+
+// literalAllowed reports whether an IP literal target is explicitly listed
+// in Allow: literals never pass by DNS mode alone.
+func (p *Policy) literalAllowed(a netip.Addr) bool {
+	for _, e := range p.Allow {
+		if b, ok := ParseHostLiteral(e); ok && b.Unmap() == a.Unmap() {
+			return true
+		}
+	}
+	return false
+}
+
+// clone returns a deep copy for callers of Wall.Policy.
+func (p Policy) clone() Policy {
+	p.Allow = slices.Clone(p.Allow)
+	p.Deny = slices.Clone(p.Deny)
+	p.Ports = slices.Clone(p.Ports)
+	p.AllowPrivate = slices.Clone(p.AllowPrivate)
+	p.Upstream = slices.Clone(p.Upstream)
+	return p
+}

@@ -1,0 +1,149 @@
+package netwall
+
+import (
+	"encoding/binary"
+	"fmt"
+	"net"
+
+	"github.com/google/nftables"
+	"github.com/google/nftables/expr"
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+)
+
+// Addresses the pod's loopback carries so that connect() to any address
+// finds a route (and so reaches the OUTPUT hook) instead of failing with
+// ENETUNREACH. Both come from documentation ranges: they never collide
+// with anything real and CheckAddr denies them.
+var (
+	podAddr4 = net.IPv4(192, 0, 2, 1).To4()
+	podAddr6 = net.ParseIP("2001:db8::1")
+)
+
+// Ports of the services the wall opens inside the pod's namespace.
+const (
+	dnsPort         = 53
+	proxyPort       = 3128
+	transparentPort = 3129
+)
+
+// configureLinks brings lo up and, in filtered mode, gives the pod default
+// routes through lo. The kernel here may lack the dummy driver, so lo
+// stands in for it: any packet the NAT rules do not redirect is dropped by
+// the filter chain before it is looped back.
+func configureLinks(nsFD int, filtered bool) error {
+	h, err := netlink.NewHandleAt(netns.NsHandle(nsFD))
+	if err != nil {
+		return fmt.Errorf("opening netlink in the pod namespace: %w", err)
+	}
+	defer h.Close()
+	lo, err := h.LinkByName("lo")
+	if err != nil {
+		return fmt.Errorf("finding lo in the pod namespace: %w", err)
+	}
+	if err := h.LinkSetUp(lo); err != nil {
+		return fmt.Errorf("bringing lo up in the pod namespace: %w", err)
+	}
+	if !filtered {
+		return nil
+	}
+	idx := lo.Attrs().Index
+	addr4 := &netlink.Addr{IPNet: &net.IPNet{IP: podAddr4, Mask: net.CIDRMask(32, 32)}}
+	if err := h.AddrAdd(lo, addr4); err != nil {
+		return fmt.Errorf("adding %s to the pod's lo: %w", podAddr4, err)
+	}
+	def4 := &netlink.Route{LinkIndex: idx, Dst: &net.IPNet{IP: net.IPv4zero.To4(), Mask: net.CIDRMask(0, 32)},
+		Src: podAddr4, Scope: netlink.SCOPE_LINK}
+	if err := h.RouteAdd(def4); err != nil {
+		return fmt.Errorf("adding the pod's default IPv4 route: %w", err)
+	}
+	// IPv6 is best effort: without it, IPv6 connects fail with ENETUNREACH,
+	// which is just as closed.
+	addr6 := &netlink.Addr{IPNet: &net.IPNet{IP: podAddr6, Mask: net.CIDRMask(128, 128)}, Flags: unix.IFA_F_NODAD}
+	if h.AddrAdd(lo, addr6) == nil {
+		_ = h.RouteAdd(&netlink.Route{LinkIndex: idx, Dst: &net.IPNet{IP: net.IPv6zero, Mask: net.CIDRMask(0, 128)}, Src: podAddr6})
+	}
+	return nil
+}
+
+// installRules writes the pod's nftables ruleset (one inet table, so IPv4
+// and IPv6 share it):
+//
+//	nat output:    daddr loopback -> accept; udp/tcp dport 53 -> redirect :53;
+//	               tcp -> redirect :3129
+//	filter output: daddr loopback -> accept; everything else -> drop (policy)
+//
+// After the redirect the packet's destination is loopback, so the filter
+// chain passes exactly what was redirected and drops the rest (other UDP,
+// ICMP, raw, SCTP, ...). The rules live in the pod's namespace; the agent
+// has no CAP_NET_ADMIN there to change them.
+func installRules(nsFD int) error {
+	c, err := nftables.New(nftables.WithNetNSFd(nsFD))
+	if err != nil {
+		return fmt.Errorf("opening nftables in the pod namespace: %w", err)
+	}
+	t := c.AddTable(&nftables.Table{Family: nftables.TableFamilyINet, Name: "airlock"})
+	drop := nftables.ChainPolicyDrop
+	nat := c.AddChain(&nftables.Chain{Name: "nat_out", Table: t, Type: nftables.ChainTypeNAT,
+		Hooknum: nftables.ChainHookOutput, Priority: nftables.ChainPriorityNATDest})
+	filter := c.AddChain(&nftables.Chain{Name: "filter_out", Table: t, Type: nftables.ChainTypeFilter,
+		Hooknum: nftables.ChainHookOutput, Priority: nftables.ChainPriorityFilter, Policy: &drop})
+	for _, chain := range []*nftables.Chain{nat, filter} {
+		c.AddRule(&nftables.Rule{Table: t, Chain: chain, Exprs: loopback4(accept())})
+		c.AddRule(&nftables.Rule{Table: t, Chain: chain, Exprs: loopback6(accept())})
+	}
+	c.AddRule(&nftables.Rule{Table: t, Chain: nat, Exprs: l4port(unix.IPPROTO_UDP, dnsPort, redirect(dnsPort))})
+	c.AddRule(&nftables.Rule{Table: t, Chain: nat, Exprs: l4port(unix.IPPROTO_TCP, dnsPort, redirect(dnsPort))})
+	c.AddRule(&nftables.Rule{Table: t, Chain: nat, Exprs: l4(unix.IPPROTO_TCP, redirect(transparentPort))})
+	if err := c.Flush(); err != nil {
+		return fmt.Errorf("installing the pod's nftables rules (is nf_tables with nat/redir in the kernel?): %w", err)
+	}
+	return nil
+}
+
+func accept() []expr.Any { return []expr.Any{&expr.Verdict{Kind: expr.VerdictAccept}} }
+
+// loopback4 matches IPv4 packets to 127.0.0.0/8.
+func loopback4(then []expr.Any) []expr.Any {
+	return append([]expr.Any{
+		&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.NFPROTO_IPV4}},
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{127}},
+	}, then...)
+}
+
+// loopback6 matches IPv6 packets to ::1.
+func loopback6(then []expr.Any) []expr.Any {
+	return append([]expr.Any{
+		&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.NFPROTO_IPV6}},
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 24, Len: 16},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: net.IPv6loopback.To16()},
+	}, then...)
+}
+
+func l4(proto byte, then []expr.Any) []expr.Any {
+	return append([]expr.Any{
+		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{proto}},
+	}, then...)
+}
+
+func l4port(proto byte, port uint16, then []expr.Any) []expr.Any {
+	return l4(proto, append([]expr.Any{
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: be16(port)},
+	}, then...))
+}
+
+// redirect sends the packet to port on the loopback address of its family.
+func redirect(port uint16) []expr.Any {
+	return []expr.Any{
+		&expr.Immediate{Register: 1, Data: be16(port)},
+		&expr.Redir{RegisterProtoMin: 1},
+	}
+}
+
+func be16(v uint16) []byte { return binary.BigEndian.AppendUint16(nil, v) }

@@ -1,0 +1,181 @@
+package netwall
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"net/http"
+	"strings"
+)
+
+// firstBytes classifies what a client sent first without consuming it.
+type firstBytes struct {
+	tls  bool   // a TLS handshake record
+	http bool   // an HTTP/1 request line
+	name string // SNI (tls) or Host header (http), normalised; "" if absent
+}
+
+var errNoHello = errors.New("malformed TLS ClientHello")
+
+// peekFirst looks at the start of a client stream. TLS is recognised by its
+// record header and its SNI read from the ClientHello (the wall never
+// terminates TLS); HTTP by a request line, and its Host header read.
+func peekFirst(br *bufio.Reader) (firstBytes, error) {
+	head, err := br.Peek(5)
+	if err != nil {
+		return firstBytes{}, err
+	}
+	if head[0] == 0x16 && head[1] == 3 {
+		n := int(binary.BigEndian.Uint16(head[3:5]))
+		rec, err := br.Peek(5 + n)
+		if err != nil {
+			return firstBytes{tls: true}, err
+		}
+		name, err := parseClientHelloSNI(rec[5:])
+		return firstBytes{tls: true, name: normName(name)}, err
+	}
+	if looksLikeHTTP(head) {
+		host, err := peekHTTPHost(br)
+		return firstBytes{http: true, name: host}, err
+	}
+	return firstBytes{}, nil
+}
+
+func looksLikeHTTP(head []byte) bool {
+	for _, m := range []string{"GET ", "POST", "PUT ", "HEAD", "DELE", "OPTI", "PATC", "CONN", "TRAC"} {
+		if strings.HasPrefix(string(head), m) {
+			return true
+		}
+	}
+	return false
+}
+
+// peekHTTPHost returns the Host header of the request at the head of br,
+// peeking up to the buffer size for the end of the header block.
+func peekHTTPHost(br *bufio.Reader) (string, error) {
+	for n := 512; ; n *= 2 {
+		if n > br.Size() {
+			n = br.Size()
+		}
+		buf, err := br.Peek(n)
+		if i := bytes.Index(buf, []byte("\r\n\r\n")); i >= 0 {
+			req, rerr := http.ReadRequest(bufio.NewReader(bytes.NewReader(buf[:i+4])))
+			if rerr != nil {
+				return "", rerr
+			}
+			return normName(hostOnly(req.Host)), nil
+		}
+		if err != nil || n == br.Size() {
+			if err == nil {
+				err = errors.New("HTTP request header too large")
+			}
+			return "", err
+		}
+	}
+}
+
+// parseClientHelloSNI returns the host_name of the server_name extension
+// of a TLS handshake record body holding a ClientHello ("" if none).
+func parseClientHelloSNI(b []byte) (string, error) {
+	r := reader(b)
+	if typ, ok := r.u8(); !ok || typ != 1 { // client_hello
+		return "", errNoHello
+	}
+	body, ok := r.vec(3)
+	if !ok {
+		return "", errors.New("TLS ClientHello spans several records; not supported")
+	}
+	r = body
+	if !r.skip(2+32) || !r.skipVec(1) || !r.skipVec(2) || !r.skipVec(1) {
+		return "", errNoHello
+	}
+	if len(r) == 0 {
+		return "", nil // no extensions at all
+	}
+	exts, ok := r.vec(2)
+	if !ok {
+		return "", errNoHello
+	}
+	for len(exts) > 0 {
+		typ, ok1 := exts.u16()
+		data, ok2 := exts.vec(2)
+		if !ok1 || !ok2 {
+			return "", errNoHello
+		}
+		if typ == 0 {
+			return parseServerName(data)
+		}
+	}
+	return "", nil
+}
+
+func parseServerName(data reader) (string, error) {
+	list, ok := data.vec(2)
+	if !ok {
+		return "", errNoHello
+	}
+	for len(list) > 0 {
+		typ, ok1 := list.u8()
+		name, ok2 := list.vec(2)
+		if !ok1 || !ok2 {
+			return "", errNoHello
+		}
+		if typ == 0 {
+			return string(name), nil
+		}
+	}
+	return "", nil
+}
+
+// reader is a cursor over TLS wire data.
+type reader []byte
+
+func (r *reader) u8() (byte, bool) {
+	if len(*r) < 1 {
+		return 0, false
+	}
+	v := (*r)[0]
+	*r = (*r)[1:]
+	return v, true
+}
+
+func (r *reader) u16() (uint16, bool) {
+	if len(*r) < 2 {
+		return 0, false
+	}
+	v := binary.BigEndian.Uint16(*r)
+	*r = (*r)[2:]
+	return v, true
+}
+
+func (r *reader) skip(n int) bool {
+	if len(*r) < n {
+		return false
+	}
+	*r = (*r)[n:]
+	return true
+}
+
+// vec reads a vector with an lenBytes-byte big-endian length prefix.
+func (r *reader) vec(lenBytes int) (reader, bool) {
+	if len(*r) < lenBytes {
+		return nil, false
+	}
+	n := 0
+	for _, c := range (*r)[:lenBytes] {
+		n = n<<8 | int(c)
+	}
+	*r = (*r)[lenBytes:]
+	if len(*r) < n {
+		return nil, false
+	}
+	v := (*r)[:n]
+	*r = (*r)[n:]
+	return v, true
+}
+
+func (r *reader) skipVec(lenBytes int) bool {
+	_, ok := r.vec(lenBytes)
+	return ok
+}

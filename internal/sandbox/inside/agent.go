@@ -1,0 +1,172 @@
+package inside
+
+import (
+	"errors"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/airlock-dev/airlock/internal/sandbox"
+)
+
+// forwarded are the signals the init passes on to the agent.
+var forwarded = []os.Signal{syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT,
+	syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGWINCH}
+
+const defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+// prepare checks, inside the view, that the command can start at all.
+func prepare(spec *sandbox.InitSpec) (string, error) {
+	if spec.Dir != "" {
+		if fi, err := os.Stat(spec.Dir); err != nil || !fi.IsDir() {
+			return "", fail(sandbox.ClassNotFound, "working directory %s does not exist inside the pod; pass -w with a directory of the workspace", spec.Dir)
+		}
+	}
+	return lookPath(spec.Args[0], getenv(spec.Env, "PATH"), spec.Dir)
+}
+
+// lookPath finds the command as a shell would: names with a slash as
+// given, others in PATH. 127 when nothing is there, 126 when only
+// non-executable files are.
+func lookPath(name, path, dir string) (string, error) {
+	if strings.Contains(name, "/") {
+		p := name
+		if !filepath.IsAbs(p) {
+			p = filepath.Join(dir, p)
+		}
+		if ok, err := executable(p); !ok {
+			return "", notRunnable(name, err)
+		}
+		return p, nil
+	}
+	if path == "" {
+		path = defaultPath
+	}
+	var denied error
+	for _, d := range filepath.SplitList(path) {
+		if d == "" {
+			d = "."
+		}
+		p := filepath.Join(d, name)
+		if !filepath.IsAbs(p) {
+			p = filepath.Join(dir, p)
+		}
+		ok, err := executable(p)
+		if ok {
+			return p, nil
+		}
+		if denied == nil && !errors.Is(err, os.ErrNotExist) {
+			denied = err
+		}
+	}
+	if denied != nil {
+		return "", notRunnable(name, denied)
+	}
+	return "", &failure{code: sandbox.ExitNotFound, class: sandbox.ClassNotFound, msg: name + ": command not found"}
+}
+
+func executable(p string) (bool, error) {
+	fi, err := os.Stat(p)
+	if err != nil {
+		return false, err
+	}
+	if fi.IsDir() {
+		return false, unix.EISDIR
+	}
+	if fi.Mode()&0o111 == 0 {
+		return false, unix.EACCES
+	}
+	return true, nil
+}
+
+func notRunnable(name string, err error) error {
+	var pe *os.PathError
+	if errors.As(err, &pe) {
+		err = pe.Err
+	}
+	if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) {
+		return &failure{code: sandbox.ExitNotFound, class: sandbox.ClassNotFound, msg: name + ": " + err.Error()}
+	}
+	return &failure{code: sandbox.ExitNotExecutable, class: sandbox.ClassOther, msg: name + ": " + err.Error()}
+}
+
+func getenv(env []string, key string) string {
+	v := ""
+	for _, kv := range env {
+		if k, val, ok := strings.Cut(kv, "="); ok && k == key {
+			v = val
+		}
+	}
+	return v
+}
+
+// startAgent forks the agent with plain clone (syscall.ForkExec, no pidfd,
+// no clone3: the seccomp policy answers ENOSYS to clone3) in a session of
+// its own, so it cannot push input into a terminal it does not own.
+func startAgent(spec *sandbox.InitSpec, path string) (int, error) {
+	pid, err := syscall.ForkExec(path, spec.Args, &syscall.ProcAttr{
+		Dir:   spec.Dir,
+		Env:   spec.Env,
+		Files: []uintptr{0, 1, 2},
+		Sys: &syscall.SysProcAttr{
+			Setsid:     true,
+			Setctty:    spec.TTY,
+			Ctty:       0,
+			Credential: &syscall.Credential{Uid: uint32(spec.UID), Gid: uint32(spec.GID), Groups: []uint32{}},
+		},
+	})
+	if err != nil {
+		return 0, notRunnable(spec.Args[0], err)
+	}
+	return pid, nil
+}
+
+// supervise forwards signals to the agent and reaps every process that
+// ends up with the init as parent, until the agent exits; its status
+// becomes the init's (128+n for signal n). Leaving kills the rest of the
+// pod: the kernel ends a PID namespace with its init.
+func supervise(agent int, sigs <-chan os.Signal) int {
+	exited := make(chan int, 1)
+	go reap(agent, exited)
+	for {
+		select {
+		case s := <-sigs:
+			_ = unix.Kill(agent, s.(syscall.Signal))
+		case code := <-exited:
+			return code
+		}
+	}
+}
+
+func reap(agent int, exited chan<- int) {
+	for {
+		var ws unix.WaitStatus
+		pid, err := unix.Wait4(-1, &ws, 0, nil)
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil {
+			exited <- sandbox.ExitSetup
+			return
+		}
+		if pid != agent {
+			continue
+		}
+		if ws.Signaled() {
+			exited <- 128 + int(ws.Signal())
+		} else {
+			exited <- ws.ExitStatus()
+		}
+		return
+	}
+}
+
+func notifySignals() <-chan os.Signal {
+	sigs := make(chan os.Signal, 8)
+	signal.Notify(sigs, forwarded...)
+	return sigs
+}

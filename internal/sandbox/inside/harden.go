@@ -1,0 +1,130 @@
+package inside
+
+import (
+	"errors"
+	"runtime"
+	"unsafe"
+
+	"github.com/landlock-lsm/go-landlock/landlock"
+	llsys "github.com/landlock-lsm/go-landlock/landlock/syscall"
+	"golang.org/x/sys/unix"
+
+	"github.com/airlock-dev/airlock/internal/sandbox"
+)
+
+// initCaps are all the init keeps for itself after the agent's are gone:
+// setting the agent's uid/gid and groups, and signalling it under another
+// uid. They never reach the agent: the bounding, inheritable and ambient
+// sets are empty and SECBIT_NOROOT is locked, so execve gives it nothing.
+const initCaps = 1<<unix.CAP_KILL | 1<<unix.CAP_SETUID | 1<<unix.CAP_SETGID
+
+// securebits (linux/securebits.h, not in x/sys): uid 0 gains nothing at
+// execve (NOROOT), setuid keeps no capabilities (KEEP_CAPS stays off) and
+// ambient capabilities cannot be raised; each locked.
+const (
+	secbitNoRoot              = 1 << 0
+	secbitNoRootLocked        = 1 << 1
+	secbitKeepCapsLocked      = 1 << 5
+	secbitNoCapAmbientRaise   = 1 << 6
+	secbitNoCapAmbientRaiseLk = 1 << 7
+	securebits                = secbitNoRoot | secbitNoRootLocked | secbitKeepCapsLocked | secbitNoCapAmbientRaise | secbitNoCapAmbientRaiseLk
+)
+
+// harden applies, on the locked thread the agent is forked from, every
+// limit that needs no file-system access; seccomp comes last.
+func harden(spec *sandbox.InitSpec) error {
+	// Only 0-2 reach the agent. The Go runtime's own fds stay open in the
+	// init, so mark rather than close.
+	if err := unix.CloseRange(3, ^uint(0), unix.CLOSE_RANGE_CLOEXEC); err != nil {
+		return sysFail("marking inherited files close-on-exec", err)
+	}
+	if err := unix.Setrlimit(unix.RLIMIT_CORE, &unix.Rlimit{}); err != nil {
+		return sysFail("disabling core dumps", err)
+	}
+	// Not dumpable: /proc/1/{exe,mem,environ,fd} stay out of the agent's reach.
+	if err := unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0); err != nil {
+		return sysFail("making the init undumpable", err)
+	}
+	if err := dropCaps(); err != nil {
+		return err
+	}
+	if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
+		return sysFail("setting no_new_privs", err)
+	}
+	if err := applyLandlock(spec.Landlock); err != nil {
+		return err
+	}
+	return installSeccomp(spec.Seccomp)
+}
+
+func dropCaps() error {
+	if err := unix.Prctl(unix.PR_SET_SECUREBITS, securebits, 0, 0, 0); err != nil {
+		return sysFail("locking the securebits", err)
+	}
+	if err := unix.Prctl(unix.PR_CAP_AMBIENT, unix.PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0); err != nil {
+		return sysFail("clearing ambient capabilities", err)
+	}
+	for c := 0; ; c++ {
+		err := unix.Prctl(unix.PR_CAPBSET_DROP, uintptr(c), 0, 0, 0)
+		if errors.Is(err, unix.EINVAL) {
+			break // past the last capability this kernel knows
+		}
+		if err != nil {
+			return sysFail("dropping capabilities from the bounding set", err)
+		}
+	}
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	data := [2]unix.CapUserData{{Effective: initCaps, Permitted: initCaps}}
+	return sysFail("clearing capabilities", unix.Capset(&hdr, &data[0]))
+}
+
+// applyLandlock restricts every init thread and so the agent. Rights are
+// unions per path: ReadOnly read, ReadWrite everything (also rename across
+// directories and device ioctls, for terminals), Exec execute.
+func applyLandlock(l *sandbox.LandlockSpec) error {
+	if l == nil {
+		return nil
+	}
+	if abi, err := llsys.LandlockGetABIVersion(); err != nil || abi < 1 {
+		if !l.Required {
+			return nil
+		}
+		return fail(sandbox.ClassUnsupported, "Landlock is not available in this kernel (%v); enable it (CONFIG_SECURITY_LANDLOCK, lsm=landlock) or run with --downgrade landlock; run airlock doctor", err)
+	}
+	var rules []landlock.Rule
+	if len(l.ReadOnly) > 0 {
+		rules = append(rules, landlock.PathAccess(llsys.AccessFSReadFile|llsys.AccessFSReadDir, l.ReadOnly...).IgnoreIfMissing())
+	}
+	if len(l.ReadWrite) > 0 {
+		rules = append(rules, landlock.RWDirs(l.ReadWrite...).WithRefer().WithIoctlDev().IgnoreIfMissing())
+	}
+	if len(l.Exec) > 0 {
+		rules = append(rules, landlock.PathAccess(llsys.AccessFSExecute, l.Exec...).IgnoreIfMissing())
+	}
+	if err := landlock.V8.BestEffort().RestrictPaths(rules...); err != nil {
+		return sysFail("applying Landlock rules", err)
+	}
+	return nil
+}
+
+// installSeccomp loads the filter on every thread of the init (TSYNC):
+// the agent is forked from one of them, and no thread may stay unfiltered.
+func installSeccomp(prog []unix.SockFilter) error {
+	if len(prog) == 0 {
+		return nil
+	}
+	fprog := unix.SockFprog{Len: uint16(len(prog)), Filter: &prog[0]}
+	tid, _, errno := unix.Syscall(unix.SYS_SECCOMP, unix.SECCOMP_SET_MODE_FILTER,
+		unix.SECCOMP_FILTER_FLAG_TSYNC, uintptr(unsafe.Pointer(&fprog)))
+	runtime.KeepAlive(prog)
+	if errno == unix.EINVAL || errno == unix.ENOSYS {
+		return fail(sandbox.ClassUnsupported, "installing the seccomp filter: %v — the kernel rejected it or lacks seccomp filters; run airlock doctor", errno)
+	}
+	if errno != 0 {
+		return sysFail("installing the seccomp filter", errno)
+	}
+	if tid != 0 {
+		return fail(sandbox.ClassOther, "installing the seccomp filter: thread %d could not be synchronised", tid)
+	}
+	return nil
+}

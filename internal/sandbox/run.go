@@ -1,0 +1,116 @@
+package sandbox
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/creack/pty"
+	"golang.org/x/term"
+)
+
+// forwarded are the signals the supervisor passes on to the pod instead of
+// dying of them. In TTY mode the terminal's own keys (Ctrl-C, Ctrl-\) reach
+// the pod through the pty; these cover kill(1) sent to the supervisor.
+var forwarded = []os.Signal{syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT}
+
+// Run starts the pod, waits for it and returns the command's exit code.
+// With spec.TTY the command gets a pty of its own, the host terminal
+// (spec.Stdin) is put in raw mode and restored on every exit path, and
+// window size changes follow the host terminal. The code is 125 (or 126,
+// 127 for a command that cannot be run) when err is non-nil.
+func Run(spec *Spec) (int, error) {
+	if spec.TTY {
+		return runTTY(spec)
+	}
+	return runPlain(spec)
+}
+
+func runPlain(spec *Spec) (int, error) {
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, forwarded...)
+	defer signal.Stop(sigs)
+	p, err := Start(spec)
+	if err != nil {
+		return startCode(err), err
+	}
+	return waitForwarding(p, sigs, nil)
+}
+
+// waitForwarding waits for p while passing signals from sigs to it; a
+// SIGWINCH calls winch instead.
+func waitForwarding(p *Process, sigs <-chan os.Signal, winch func()) (int, error) {
+	done := make(chan struct{})
+	go func() {
+		<-p.done
+		close(done)
+	}()
+	for {
+		select {
+		case <-done:
+			return p.Wait()
+		case s := <-sigs:
+			if s == syscall.SIGWINCH && winch != nil {
+				winch()
+				continue
+			}
+			_ = p.Signal(s)
+		}
+	}
+}
+
+func startCode(err error) int {
+	var se *SetupError
+	if errors.As(err, &se) && se.Code != 0 {
+		return se.Code
+	}
+	return ExitSetup
+}
+
+func runTTY(spec *Spec) (int, error) {
+	host := spec.Stdin
+	if host == nil {
+		host = os.Stdin
+	}
+	out := spec.Stdout
+	if out == nil {
+		out = os.Stdout
+	}
+	ptmx, tty, err := pty.Open()
+	if err != nil {
+		return ExitSetup, fmt.Errorf("allocating a terminal for the pod: %w (is /dev/pts mounted?)", err)
+	}
+	defer ptmx.Close()
+	resize := func() { _ = pty.InheritSize(host, ptmx) }
+	resize()
+	if term.IsTerminal(int(host.Fd())) {
+		old, err := term.MakeRaw(int(host.Fd()))
+		if err != nil {
+			tty.Close()
+			return ExitSetup, fmt.Errorf("putting the terminal in raw mode: %w", err)
+		}
+		defer func() { _ = term.Restore(int(host.Fd()), old) }()
+	}
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, append(forwarded, syscall.SIGWINCH)...)
+	defer signal.Stop(sigs)
+	inner := *spec
+	inner.Stdin, inner.Stdout, inner.Stderr = tty, tty, tty
+	p, err := Start(&inner)
+	tty.Close() // only the pod holds the terminal now: its exit ends the copy below
+	if err != nil {
+		return startCode(err), err
+	}
+	go func() { _, _ = io.Copy(ptmx, host) }()
+	copied := make(chan struct{})
+	go func() {
+		_, _ = io.Copy(out, ptmx) // ends with EIO once the last pod process is gone
+		close(copied)
+	}()
+	code, err := waitForwarding(p, sigs, resize)
+	<-copied
+	return code, err
+}

@@ -1,0 +1,146 @@
+// Package sandbox is the host side of the process boundary: it plans a
+// pod's filesystem view as data (PlanView), starts the in-pod init in new
+// mount, PID, UTS and IPC namespaces (and a network namespace on request),
+// hands it the spec, waits for it and forwards signals and terminal I/O.
+//
+// The in-pod init (package inside) builds the walls; this side only
+// decides what they are. Invariants:
+//
+//   - The init inherits fds 0-2 and two pipes only: the spec pipe (the spec,
+//     then a one-byte "go" once Spec.OnStart has placed the init in its
+//     cgroup and network) and the status pipe (one line: started, or why
+//     not).
+//   - The init dies with the supervisor: it is started from a locked OS
+//     thread with Pdeathsig SIGKILL, and that thread lives until the init
+//     is reaped. When the init dies the kernel kills every process in the
+//     pod's PID namespace, and its mount namespace, with every mount of the
+//     view, goes with it: nothing is mounted on the host.
+//   - Fail closed: Start returns an error, and the command never runs, when
+//     any wall cannot be built.
+package sandbox
+
+import (
+	"os"
+
+	"golang.org/x/sys/unix"
+)
+
+// MountKind says how the init builds one entry of the view.
+type MountKind string
+
+const (
+	// KindBind bind-mounts Source (recursively) at Target.
+	KindBind MountKind = "bind"
+	// KindOverlay mounts an overlay of Lower, Upper and Work at Target.
+	KindOverlay MountKind = "overlay"
+	// KindTmpfs mounts a private, empty tmpfs at Target.
+	KindTmpfs MountKind = "tmpfs"
+	// KindHide makes Target invisible: a directory becomes an empty
+	// read-only tmpfs, anything else a bind of /dev/null that cannot be
+	// opened (nodev). A missing Target is skipped.
+	KindHide MountKind = "hide"
+	// KindDev builds a minimal /dev at Target.
+	KindDev MountKind = "dev"
+	// KindProc mounts a fresh proc at Target with sensitive entries masked.
+	KindProc MountKind = "proc"
+	// KindSys mounts a fresh read-only sysfs at Target with firmware and
+	// security entries masked.
+	KindSys MountKind = "sys"
+	// KindSymlink creates Target as a symbolic link to Source (a host
+	// path such as /bin that is a symlink keeps being one).
+	KindSymlink MountKind = "symlink"
+)
+
+// Mount is one step of building the view, in view paths (the same as host
+// paths).
+type Mount struct {
+	Kind     MountKind `json:"kind"`
+	Source   string    `json:"source,omitempty"`
+	Target   string    `json:"target"`
+	ReadOnly bool      `json:"ro,omitempty"`
+	// Lower, Upper and Work are the overlay directories (KindOverlay).
+	Lower string `json:"lower,omitempty"`
+	Upper string `json:"upper,omitempty"`
+	Work  string `json:"work,omitempty"`
+	// Optional entries whose source or target does not exist are skipped
+	// instead of failing the start.
+	Optional bool `json:"optional,omitempty"`
+	// Reason says why the entry exists; it names the entry in errors.
+	Reason string `json:"reason,omitempty"`
+}
+
+// LandlockSpec is the Landlock rule set applied to the agent (view paths).
+type LandlockSpec struct {
+	// Required makes a kernel without Landlock a start failure.
+	Required  bool     `json:"required,omitempty"`
+	ReadOnly  []string `json:"ro,omitempty"`
+	ReadWrite []string `json:"rw,omitempty"`
+	Exec      []string `json:"exec,omitempty"`
+}
+
+// Spec describes one pod process tree.
+type Spec struct {
+	Hostname string
+	Args     []string // the command; Args[0] is looked up in the PATH of Env inside the view
+	Env      []string
+	Dir      string // working directory inside the view
+	UID, GID int
+	Mounts   []Mount // the view, in mount order (see PlanView)
+	// RootDir is an empty host directory (in the pod's state directory)
+	// on which the init mounts the view's root tmpfs, inside its own mount
+	// namespace.
+	RootDir string
+	// TTY gives the agent a terminal: Run allocates a pty, the agent gets
+	// it as its controlling terminal.
+	TTY    bool
+	NewNet bool
+	// Seccomp is a classic BPF program, installed last (nil: none).
+	Seccomp  []unix.SockFilter
+	Landlock *LandlockSpec // nil: none
+	// Stdin, Stdout, Stderr default to /dev/null when nil.
+	Stdin, Stdout, Stderr *os.File
+	// OnStart runs with the init's host PID before the init builds
+	// anything (cgroups, network). An error aborts the start.
+	OnStart func(pid int) error
+}
+
+// InitSpec is the part of a Spec the supervisor sends to the in-pod init,
+// as JSON over the spec pipe. Only package inside reads it.
+type InitSpec struct {
+	Hostname string            `json:"hostname,omitempty"`
+	Args     []string          `json:"args"`
+	Env      []string          `json:"env,omitempty"`
+	Dir      string            `json:"dir,omitempty"`
+	UID      int               `json:"uid"`
+	GID      int               `json:"gid"`
+	Mounts   []Mount           `json:"mounts,omitempty"`
+	RootDir  string            `json:"root"`
+	TTY      bool              `json:"tty,omitempty"`
+	Seccomp  []unix.SockFilter `json:"seccomp,omitempty"`
+	Landlock *LandlockSpec     `json:"landlock,omitempty"`
+}
+
+// The init's file descriptors beyond 0-2 and its status line format.
+const (
+	// SpecFD carries a 4-byte big-endian length, the JSON InitSpec, then
+	// one "go" byte.
+	SpecFD = 3
+	// StatusFD carries one line: StatusOK, or "<code> <class> <message>"
+	// where code is the exit code the run should report (125 setup
+	// failure, 126 not executable, 127 not found) and class is one of
+	// ClassUnsupported, ClassNotFound, ClassOther.
+	StatusFD = 4
+
+	StatusOK         = "ok"
+	ClassUnsupported = "unsupported"
+	ClassNotFound    = "notfound"
+	ClassOther       = "-"
+)
+
+// Exit codes for failures before the command runs (as in POSIX shells and
+// container runtimes).
+const (
+	ExitSetup         = 125
+	ExitNotExecutable = 126
+	ExitNotFound      = 127
+)

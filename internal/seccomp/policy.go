@@ -1,0 +1,344 @@
+// Package seccomp is Airlock's syscall wall: a policy written as data (one
+// Rule per syscall condition, each with the Reason it exists) and a compiler
+// from that policy to a classic BPF program that the in-pod init installs
+// last, just before it execs the agent.
+//
+// Invariants:
+//   - Only the native x86_64 ABI reaches the rule table. Any other audit
+//     architecture (the i386 ABI through int 0x80) and every x32 number
+//     (nr & __X32_SYSCALL_BIT) return ERRNO(EPERM): the process survives and
+//     sees the call fail, it is never let through.
+//   - Rules for one syscall are tried in the order written; the first whose
+//     argument conditions all hold decides. No rule matching means the
+//     policy's Default, which for the built-in profiles is ERRNO(EPERM):
+//     the profiles are allowlists.
+//   - Conditions on arguments the kernel reads as int compare only the low
+//     32 bits (the kernel ignores the high ones, so must we, or an attacker
+//     slips past a deny rule by setting them).
+//   - The compiled program is validated before it is returned: every jump
+//     lands inside the program, it ends in RET and fits BPF_MAXINSNS.
+//   - Eval is the policy's meaning in plain Go; tests hold the compiled
+//     program to it for thousands of random inputs.
+package seccomp
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/airlock-dev/airlock/internal/errdefs"
+)
+
+// Action is what the kernel does with a matching syscall.
+type Action int
+
+const (
+	// Allow lets the syscall run.
+	Allow Action = iota
+	// Errno fails the syscall with Rule.Errno (EPERM when zero).
+	Errno
+	// Kill ends the whole process (SECCOMP_RET_KILL_PROCESS).
+	Kill
+	// Log lets the syscall run and records it in the audit log.
+	Log
+)
+
+var actionNames = map[Action]string{Allow: "allow", Errno: "errno", Kill: "kill", Log: "log"}
+
+func (a Action) String() string {
+	if s, ok := actionNames[a]; ok {
+		return s
+	}
+	return fmt.Sprintf("Action(%d)", int(a))
+}
+
+// ParseAction is the inverse of Action.String.
+func ParseAction(s string) (Action, error) {
+	for a, n := range actionNames {
+		if n == s {
+			return a, nil
+		}
+	}
+	return 0, errdefs.Invalid("unknown action %q: use allow, errno, kill or log", s)
+}
+
+// Op is how an ArgCond compares an argument.
+type Op int
+
+const (
+	// Eq holds when arg & Mask == Value.
+	Eq Op = iota
+	// Ne holds when arg & Mask != Value.
+	Ne
+	// AnySet holds when arg & Mask != 0 (Value is unused).
+	AnySet
+)
+
+var opNames = map[Op]string{Eq: "eq", Ne: "ne", AnySet: "any_set"}
+
+func (o Op) String() string {
+	if s, ok := opNames[o]; ok {
+		return s
+	}
+	return fmt.Sprintf("Op(%d)", int(o))
+}
+
+// Low32 is the Mask for an argument the kernel declares as a 32-bit int.
+const Low32 = 0xffffffff
+
+// ArgCond is one test on one syscall argument. A zero Mask means all 64 bits.
+type ArgCond struct {
+	Index int
+	Op    Op
+	Mask  uint64
+	Value uint64
+}
+
+func (c ArgCond) mask() uint64 {
+	if c.Mask == 0 {
+		return ^uint64(0)
+	}
+	return c.Mask
+}
+
+// holds reports whether the condition is true for the argument vector.
+func (c ArgCond) holds(args [6]uint64) bool {
+	v := args[c.Index] & c.mask()
+	switch c.Op {
+	case Eq:
+		return v == c.Value
+	case Ne:
+		return v != c.Value
+	default:
+		return v != 0
+	}
+}
+
+func (c ArgCond) String() string {
+	m := ""
+	if c.Mask != 0 {
+		m = fmt.Sprintf(" & %#x", c.Mask)
+	}
+	switch c.Op {
+	case AnySet:
+		return fmt.Sprintf("arg%d%s != 0", c.Index, m)
+	case Ne:
+		return fmt.Sprintf("arg%d%s != %#x", c.Index, m, c.Value)
+	default:
+		return fmt.Sprintf("arg%d%s == %#x", c.Index, m, c.Value)
+	}
+}
+
+// Rule decides one syscall when all its Args hold (always, when none).
+type Rule struct {
+	Name   string
+	Action Action
+	Errno  unix.Errno
+	Args   []ArgCond
+	Reason string
+}
+
+func (r Rule) errno() unix.Errno {
+	if r.Errno == 0 {
+		return unix.EPERM
+	}
+	return r.Errno
+}
+
+// matches reports whether every condition of the rule holds.
+func (r Rule) matches(args [6]uint64) bool {
+	for _, c := range r.Args {
+		if !c.holds(args) {
+			return false
+		}
+	}
+	return true
+}
+
+// Verdict is the outcome of one syscall under a policy.
+type Verdict struct {
+	Action Action
+	Errno  unix.Errno // set when Action is Errno
+}
+
+func (v Verdict) String() string {
+	if v.Action == Errno {
+		return fmt.Sprintf("errno(%s)", errnoName(v.Errno))
+	}
+	return v.Action.String()
+}
+
+func (r Rule) verdict() Verdict {
+	if r.Action == Errno {
+		return Verdict{Errno, r.errno()}
+	}
+	return Verdict{Action: r.Action}
+}
+
+// Policy is a whole syscall wall: rules plus what happens to everything else.
+type Policy struct {
+	Name    string
+	Default Action
+	// DefaultErrno is returned when Default is Errno (EPERM when zero).
+	DefaultErrno unix.Errno
+	Rules        []Rule
+}
+
+func (p *Policy) defaultVerdict() Verdict {
+	return Rule{Action: p.Default, Errno: p.DefaultErrno}.verdict()
+}
+
+// Validate checks every rule and names the first bad one.
+func (p *Policy) Validate() error {
+	if _, ok := actionNames[p.Default]; !ok {
+		return errdefs.Invalid("policy %q: unknown default action %d", p.Name, p.Default)
+	}
+	for i, r := range p.Rules {
+		if err := r.validate(); err != nil {
+			return fmt.Errorf("policy %q rule %d (%s): %w", p.Name, i+1, r.Name, err)
+		}
+	}
+	return nil
+}
+
+func (r Rule) validate() error {
+	if _, ok := x86_64Numbers[r.Name]; !ok {
+		return errdefs.Invalid("unknown x86_64 syscall %q: check the spelling against the syscall table", r.Name)
+	}
+	if _, ok := actionNames[r.Action]; !ok {
+		return errdefs.Invalid("unknown action %d", r.Action)
+	}
+	if r.Errno > 0xffff {
+		return errdefs.Invalid("errno %d does not fit in 16 bits", r.Errno)
+	}
+	if strings.TrimSpace(r.Reason) == "" {
+		return errdefs.Invalid("no reason given: every rule must say why it exists")
+	}
+	for _, c := range r.Args {
+		if err := c.validate(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (c ArgCond) validate() error {
+	if c.Index < 0 || c.Index > 5 {
+		return errdefs.Invalid("argument index %d out of range 0-5", c.Index)
+	}
+	if _, ok := opNames[c.Op]; !ok {
+		return errdefs.Invalid("unknown comparison %d", c.Op)
+	}
+	if c.Op != AnySet && c.Value&^c.mask() != 0 {
+		return errdefs.Invalid("value %#x has bits outside mask %#x, so it can never match", c.Value, c.mask())
+	}
+	return nil
+}
+
+// Number returns the x86_64 number of a syscall name.
+func Number(name string) (uint32, bool) {
+	nr, ok := x86_64Numbers[name]
+	return nr, ok
+}
+
+// Eval is the policy's meaning in Go: the verdict for one syscall as the
+// kernel would see it (audit arch, raw nr, six raw arguments).
+func (p *Policy) Eval(arch, nr uint32, args [6]uint64) Verdict {
+	if arch != unix.AUDIT_ARCH_X86_64 || nr >= x32SyscallBit {
+		return Verdict{Errno, unix.EPERM}
+	}
+	for _, r := range p.Rules {
+		if x86_64Numbers[r.Name] == nr && r.matches(args) {
+			return r.verdict()
+		}
+	}
+	return p.defaultVerdict()
+}
+
+// Explain describes what the policy does with a syscall and why, for the
+// docs and the CLI. Conditional rules are listed in the order they apply.
+func Explain(p *Policy, syscall string) (action string, reason string) {
+	if _, ok := x86_64Numbers[syscall]; !ok {
+		return "unknown", "not an x86_64 system call"
+	}
+	rules := p.rulesFor(syscall)
+	if len(rules) == 0 {
+		return p.defaultVerdict().String(), "not in the policy: the default action applies"
+	}
+	var acts, reasons []string
+	for _, r := range rules {
+		a := r.verdict().String()
+		if len(r.Args) > 0 {
+			a += " if " + condString(r.Args)
+		}
+		acts = append(acts, a)
+		if !contains(reasons, r.Reason) {
+			reasons = append(reasons, r.Reason)
+		}
+	}
+	if !unconditional(rules) {
+		acts = append(acts, "else "+p.defaultVerdict().String())
+	}
+	return strings.Join(acts, "; "), strings.Join(reasons, " ")
+}
+
+func (p *Policy) rulesFor(name string) []Rule {
+	var out []Rule
+	for _, r := range p.Rules {
+		if r.Name == name {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// unconditional reports whether some rule in the list always matches, so
+// the default can never be reached for that syscall.
+func unconditional(rules []Rule) bool {
+	for _, r := range rules {
+		if len(r.Args) == 0 {
+			return true
+		}
+	}
+	return false
+}
+
+func condString(cs []ArgCond) string {
+	parts := make([]string, len(cs))
+	for i, c := range cs {
+		parts[i] = c.String()
+	}
+	return strings.Join(parts, " && ")
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// Syscalls returns the names the policy has rules for, sorted.
+func (p *Policy) Syscalls() []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, r := range p.Rules {
+		if !seen[r.Name] {
+			seen[r.Name] = true
+			out = append(out, r.Name)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+func errnoName(e unix.Errno) string {
+	if n := unix.ErrnoName(e); n != "" {
+		return n
+	}
+	return fmt.Sprintf("%d", int(e))
+}
