@@ -354,3 +354,18 @@ func TestSupportedHere(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkNewDestroy measures a pod group's create + limit + remove cost.
+func BenchmarkNewDestroy(b *testing.B) {
+	testutil.RequireRoot(b)
+	l := Limits{Memory: 256 << 20, CPUs: 1, Pids: 100}
+	for i := 0; i < b.N; i++ {
+		g, err := New(testName(), l)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := g.Destroy(); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -101,7 +101,15 @@ func probe(name string, attr *syscall.SysProcAttr, env ...string) error {
 	if err != nil {
 		exe = "/proc/self/exe"
 	}
-	cmd := exec.Command(exe)
+	// Exec through an inherited descriptor: a probe running as nobody may
+	// not be able to reach the binary by path (a build dir, root's home).
+	f, err := os.Open(exe)
+	if err != nil {
+		return fmt.Errorf("opening %s to re-execute it: %w", exe, err)
+	}
+	defer f.Close()
+	cmd := exec.Command("/proc/self/fd/3")
+	cmd.ExtraFiles = []*os.File{f}
 	cmd.Env = append(append(os.Environ(), probeEnv+"="+name), env...)
 	cmd.SysProcAttr = attr
 	attr.Pdeathsig = syscall.SIGKILL

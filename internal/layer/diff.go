@@ -29,9 +29,11 @@ type DiffOptions struct {
 // Diff reports every path in the layers of roots that differs from the
 // host. It walks only the upper directories, comparing each entry with the
 // host entry at the same relative path, so its cost grows with the number
-// of changes, not the size of the workspace. Host paths are looked up
-// through an os.Root opened at Root.Host and upper paths by directory file
-// descriptor with O_NOFOLLOW: no symlink on either side is followed.
+// of changes, not the size of the workspace. Both trees are walked one
+// component at a time by directory file descriptor (openat/fstatat with
+// O_NOFOLLOW, AT_SYMLINK_NOFOLLOW): like an os.Root at Root.Host it never
+// leaves the host directory, and stricter than one it follows no symlink
+// at all, on either side.
 //
 // The result lists roots in the given order and, within a root, paths in
 // bytewise order (parents before children). An entry copied up without a
@@ -70,11 +72,11 @@ type diffScratch struct {
 	w                *diffWalker
 	bufA, bufB, xbuf []byte
 	out              []Change
-	subs             []subdir
+	subs             []walkSubdir
 }
 
-// subdir is a directory found while classifying, to be walked next.
-type subdir struct {
+// walkSubdir is a directory found while classifying, to be walked next.
+type walkSubdir struct {
 	name        string
 	change      Change // for a directory on both sides: its change, if any
 	withHost    bool   // the host has a directory here too
@@ -140,7 +142,7 @@ func (w *diffWalker) dir(upFd, host int, rel string, opaque bool) error {
 
 // classify compares every entry of one directory, in parallel when it is
 // large, and returns the subdirectories to walk.
-func (w *diffWalker) classify(upFd, host int, rel string, names []string, opaque bool) ([]subdir, error) {
+func (w *diffWalker) classify(upFd, host int, rel string, names []string, opaque bool) ([]walkSubdir, error) {
 	n := len(w.workers)
 	if len(names) < parallelMin {
 		n = 1
@@ -165,7 +167,7 @@ func (w *diffWalker) classify(upFd, host int, rel string, names []string, opaque
 		wg.Go(run)
 	}
 	wg.Wait()
-	var subs []subdir
+	var subs []walkSubdir
 	for i := range n {
 		if errs[i] != nil {
 			return nil, errs[i]
@@ -178,12 +180,12 @@ func (w *diffWalker) classify(upFd, host int, rel string, names []string, opaque
 // entry classifies one upper entry against the host.
 func (s *diffScratch) entry(upFd, host int, rel, name string, opaque bool) error {
 	w := s.w
-	child := joinRel(rel, name)
+	child := joinRelPath(rel, name)
 	var st unix.Stat_t
 	if err := unix.Fstatat(upFd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 		return w.fail("inspecting", child, os.NewSyscallError("fstatat", err))
 	}
-	hst, err := hostLstat(host, name)
+	hst, err := hostLstatAt(host, name)
 	if err != nil {
 		return w.fail("inspecting host", child, err)
 	}
@@ -195,19 +197,19 @@ func (s *diffScratch) entry(upFd, host int, rel, name string, opaque bool) error
 	switch {
 	case wo:
 		if hst != nil {
-			s.add(Change{Kind: Deleted, Path: child, OldType: typeName(hst.Mode), OldMode: fileMode(hst.Mode)})
+			s.add(Change{Kind: Deleted, Path: child, OldType: typeName(hst.Mode), OldMode: statFileMode(hst.Mode)})
 		}
 		return nil
 	case hst == nil:
-		s.add(Change{Kind: Added, Path: child, Type: typeName(st.Mode), Mode: fileMode(st.Mode), Size: sizeOf(&st)})
+		s.add(Change{Kind: Added, Path: child, Type: typeName(st.Mode), Mode: statFileMode(st.Mode), Size: sizeOf(&st)})
 	case st.Mode&unix.S_IFMT != hst.Mode&unix.S_IFMT:
 		s.add(Change{Kind: TypeChg, Path: child, Type: typeName(st.Mode), OldType: typeName(hst.Mode),
-			Mode: fileMode(st.Mode), OldMode: fileMode(hst.Mode), Size: sizeOf(&st)})
+			Mode: statFileMode(st.Mode), OldMode: statFileMode(hst.Mode), Size: sizeOf(&st)})
 	default:
 		return s.sameType(upFd, host, child, name, &st, hst)
 	}
 	if isDir { // a new directory: everything in it is Added
-		s.subs = append(s.subs, subdir{name: name})
+		s.subs = append(s.subs, walkSubdir{name: name})
 	}
 	return nil
 }
@@ -215,7 +217,7 @@ func (s *diffScratch) entry(upFd, host int, rel, name string, opaque bool) error
 // sameType compares an upper entry with a host entry of the same type.
 func (s *diffScratch) sameType(upFd, host int, child, name string, st, hst *unix.Stat_t) error {
 	c := Change{Path: child, Type: typeName(st.Mode), OldType: typeName(hst.Mode),
-		Mode: fileMode(st.Mode), OldMode: fileMode(hst.Mode), Size: sizeOf(st)}
+		Mode: statFileMode(st.Mode), OldMode: statFileMode(hst.Mode), Size: sizeOf(st)}
 	modeDiffers := st.Mode&07777 != hst.Mode&07777
 	var differs bool
 	var err error
@@ -223,12 +225,12 @@ func (s *diffScratch) sameType(upFd, host int, child, name string, st, hst *unix
 	case unix.S_IFREG:
 		differs, err = s.contentDiffers(upFd, host, name, st, hst)
 	case unix.S_IFLNK:
-		differs, err = linkDiffers(upFd, host, name)
+		differs, err = linksDiffer(upFd, host, name)
 		modeDiffers = false // link permissions mean nothing on Linux
 	case unix.S_IFCHR, unix.S_IFBLK:
 		differs = st.Rdev != hst.Rdev
 	case unix.S_IFDIR:
-		s.subs = append(s.subs, subdir{name: name, change: c, withHost: true, modeDiffers: modeDiffers})
+		s.subs = append(s.subs, walkSubdir{name: name, change: c, withHost: true, modeDiffers: modeDiffers})
 		return nil
 	}
 	if err != nil {
@@ -254,8 +256,8 @@ func (s *diffScratch) add(c Change) {
 // subdir walks one subdirectory found by classify. A directory on both
 // sides is reported when it is opaque (it hides the host's children) or
 // its permissions changed.
-func (w *diffWalker) subdir(upFd, host int, rel string, sd subdir, opaque bool) error {
-	child := joinRel(rel, sd.name)
+func (w *diffWalker) subdir(upFd, host int, rel string, sd walkSubdir, opaque bool) error {
+	child := joinRelPath(rel, sd.name)
 	sub, err := unix.Openat(upFd, sd.name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return w.fail("opening", child, os.NewSyscallError("openat", err))
@@ -306,12 +308,12 @@ func (w *diffWalker) hiddenHostEntries(host int, rel string, upperNames []string
 		if _, ok := inUpper[n]; ok {
 			continue
 		}
-		hst, err := hostLstat(host, n)
+		hst, err := hostLstatAt(host, n)
 		if err != nil {
-			return w.fail("inspecting host", joinRel(rel, n), err)
+			return w.fail("inspecting host", joinRelPath(rel, n), err)
 		}
 		if hst != nil {
-			w.add(Change{Kind: Deleted, Path: joinRel(rel, n), OldType: typeName(hst.Mode), OldMode: fileMode(hst.Mode)})
+			w.add(Change{Kind: Deleted, Path: joinRelPath(rel, n), OldType: typeName(hst.Mode), OldMode: statFileMode(hst.Mode)})
 		}
 	}
 	return nil
@@ -329,9 +331,9 @@ func (w *diffWalker) fail(op, rel string, err error) error {
 	return fmt.Errorf("diff of %s: %s %s: %w; is the pod stopped?", w.root.Name, op, EscapeName(rel), err)
 }
 
-// hostLstat returns the host entry's stat, or nil when there is none.
+// hostLstatAt returns the host entry's stat, or nil when there is none.
 // name is one component read from a directory, so it cannot climb out.
-func hostLstat(host int, name string) (*unix.Stat_t, error) {
+func hostLstatAt(host int, name string) (*unix.Stat_t, error) {
 	if host == noHost {
 		return nil, nil
 	}
@@ -429,11 +431,11 @@ func (s *diffScratch) contentDiffers(upFd, host int, name string, st, hst *unix.
 func fdsDiffer(a, b int, size int64, bufA, bufB []byte) (bool, error) {
 	for off := int64(0); off < size; {
 		n := int(min(int64(len(bufA)), size-off))
-		na, err := readFull(a, bufA[:n])
+		na, err := readFullFd(a, bufA[:n])
 		if err != nil {
 			return false, err
 		}
-		nb, err := readFull(b, bufB[:n])
+		nb, err := readFullFd(b, bufB[:n])
 		if err != nil {
 			return false, err
 		}
@@ -448,8 +450,8 @@ func fdsDiffer(a, b int, size int64, bufA, bufB []byte) (bool, error) {
 	return false, nil
 }
 
-// readFull reads until buf is full or the file ends, retrying EINTR.
-func readFull(fd int, buf []byte) (int, error) {
+// readFullFd reads until buf is full or the file ends, retrying EINTR.
+func readFullFd(fd int, buf []byte) (int, error) {
 	got := 0
 	for got < len(buf) {
 		n, err := unix.Read(fd, buf[got:])
@@ -467,7 +469,7 @@ func readFull(fd int, buf []byte) (int, error) {
 	return got, nil
 }
 
-func linkDiffers(upFd, host int, name string) (bool, error) {
+func linksDiffer(upFd, host int, name string) (bool, error) {
 	ut, err := readlinkat(upFd, name)
 	if err != nil {
 		return false, err
@@ -493,7 +495,7 @@ func readlinkat(dirFd int, name string) (string, error) {
 	}
 }
 
-func joinRel(rel, name string) string {
+func joinRelPath(rel, name string) string {
 	if rel == "" {
 		return name
 	}
@@ -525,9 +527,9 @@ func typeName(mode uint32) string {
 	}
 }
 
-// fileMode converts a raw st_mode to an os.FileMode, keeping setuid,
+// statFileMode converts a raw st_mode to an os.FileMode, keeping setuid,
 // setgid and sticky bits.
-func fileMode(mode uint32) os.FileMode {
+func statFileMode(mode uint32) os.FileMode {
 	m := os.FileMode(mode & 0777)
 	switch mode & unix.S_IFMT {
 	case unix.S_IFDIR:

@@ -22,24 +22,24 @@ func BenchmarkDiff10kChanges(b *testing.B) {
 			payload := fmt.Sprintf("package p // %s original content, some bytes to compare\n", name)
 			switch {
 			case f < 50:
-				writeBench(b, filepath.Join(host, name), payload)
-				writeBench(b, filepath.Join(up, name), payload[:len(payload)-2]+"X\n")
+				writeBenchFile(b, filepath.Join(host, name), payload)
+				writeBenchFile(b, filepath.Join(up, name), payload[:len(payload)-2]+"X\n")
 			case f < 75:
-				writeBench(b, filepath.Join(host, name), payload)
-				writeBench(b, filepath.Join(up, name), payload+"// more\n")
+				writeBenchFile(b, filepath.Join(host, name), payload)
+				writeBenchFile(b, filepath.Join(up, name), payload+"// more\n")
 			default:
-				writeBench(b, filepath.Join(up, name), payload)
+				writeBenchFile(b, filepath.Join(up, name), payload)
 			}
 		}
 	}
-	benchDiff(b, Root{Name: "workspace", Host: host, Upper: up}, 10000)
+	runDiffBench(b, Root{Name: "workspace", Host: host, Upper: up}, 10000)
 }
 
 // BenchmarkDiffNoChanges10k: a 10,000-file host tree and an empty upper.
 func BenchmarkDiffNoChanges10k(b *testing.B) {
 	host := b.TempDir()
-	buildTree(b, host, 10_000)
-	benchDiff(b, Root{Name: "workspace", Host: host, Upper: b.TempDir()}, 0)
+	buildBenchTree(b, host, 10_000)
+	runDiffBench(b, Root{Name: "workspace", Host: host, Upper: b.TempDir()}, 0)
 }
 
 // BenchmarkDiffNoChanges1M: a 1,000,000-file host tree and an empty
@@ -53,26 +53,26 @@ func BenchmarkDiffNoChanges1M(b *testing.B) {
 	done := filepath.Join(host, ".complete")
 	if _, err := os.Stat(done); err != nil {
 		_ = os.RemoveAll(host)
-		buildTree(b, host, 1_000_000)
-		writeBench(b, done, "")
+		buildBenchTree(b, host, 1_000_000)
+		writeBenchFile(b, done, "")
 	}
-	benchDiff(b, Root{Name: "workspace", Host: host, Upper: b.TempDir()}, 0)
+	runDiffBench(b, Root{Name: "workspace", Host: host, Upper: b.TempDir()}, 0)
 }
 
-func benchDiff(b *testing.B, r Root, want int) {
+func runDiffBench(b *testing.B, r Root, want int) {
 	b.ResetTimer()
 	for b.Loop() {
 		got, err := Diff([]Root{r}, DiffOptions{})
 		if err != nil {
 			b.Fatal(err)
 		}
-		if n := countFiles(got); n != want {
+		if n := countFileChanges(got); n != want {
 			b.Fatalf("got %d file changes, want %d", n, want)
 		}
 	}
 }
 
-func countFiles(cs []Change) int {
+func countFileChanges(cs []Change) int {
 	n := 0
 	for _, c := range cs {
 		if c.Type == "file" {
@@ -82,19 +82,19 @@ func countFiles(cs []Change) int {
 	return n
 }
 
-// buildTree writes n small files, 1,000 per directory.
-func buildTree(b *testing.B, root string, n int) {
+// buildBenchTree writes n small files, 1,000 per directory.
+func buildBenchTree(b *testing.B, root string, n int) {
 	for i := range n {
 		if i%1000 == 0 {
 			if err := os.MkdirAll(filepath.Join(root, fmt.Sprintf("d%04d", i/1000)), 0o755); err != nil {
 				b.Fatal(err)
 			}
 		}
-		writeBench(b, filepath.Join(root, fmt.Sprintf("d%04d/f%04d", i/1000, i%1000)), "x\n")
+		writeBenchFile(b, filepath.Join(root, fmt.Sprintf("d%04d/f%04d", i/1000, i%1000)), "x\n")
 	}
 }
 
-func writeBench(b *testing.B, path, data string) {
+func writeBenchFile(b *testing.B, path, data string) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		b.Fatal(err)
 	}

@@ -88,15 +88,15 @@ func writeRuneEscape(b *strings.Builder, r rune) {
 			writeByteEscape(b, byte(r))
 		case r < 0x10000:
 			b.WriteString(`\u`)
-			b.WriteString(pad(strconv.FormatInt(int64(r), 16), 4))
+			b.WriteString(padHex(strconv.FormatInt(int64(r), 16), 4))
 		default:
 			b.WriteString(`\U`)
-			b.WriteString(pad(strconv.FormatInt(int64(r), 16), 8))
+			b.WriteString(padHex(strconv.FormatInt(int64(r), 16), 8))
 		}
 	}
 }
 
-func pad(s string, n int) string {
+func padHex(s string, n int) string {
 	if len(s) >= n {
 		return s
 	}

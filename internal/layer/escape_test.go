@@ -56,7 +56,7 @@ func TestEscapeNameProperties(t *testing.T) {
 		}
 		in := b.String()
 		out := EscapeName(in)
-		checkEscaped(t, in, out)
+		checkNameEscaped(t, in, out)
 		if prev, ok := seen[out]; ok && prev != in {
 			t.Fatalf("EscapeName not injective: %q and %q both give %q", prev, in, out)
 		}
@@ -64,7 +64,7 @@ func TestEscapeNameProperties(t *testing.T) {
 	}
 }
 
-func checkEscaped(t testing.TB, in, out string) {
+func checkNameEscaped(t testing.TB, in, out string) {
 	t.Helper()
 	if !utf8.ValidString(out) {
 		t.Fatalf("EscapeName(%q) = %q is not valid UTF-8", in, out)
@@ -85,7 +85,7 @@ func FuzzEscapeName(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
-		checkEscaped(t, s, EscapeName(s))
+		checkNameEscaped(t, s, EscapeName(s))
 	})
 }
 

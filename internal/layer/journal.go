@@ -67,6 +67,7 @@ type entryState struct {
 	Mtime  int64  `json:"mtime_ns"`
 	Ctime  int64  `json:"ctime_ns,omitempty"`
 	Ino    uint64 `json:"ino,omitempty"`
+	Dev    uint64 `json:"dev,omitempty"`
 	Target string `json:"target,omitempty"` // symlink target
 }
 
@@ -281,7 +282,7 @@ func stateOf(p int, name string, st *unix.Stat_t) (*entryState, error) {
 		return nil, nil
 	}
 	e := &entryState{Type: typeName(st.Mode), Mode: st.Mode & 07777, UID: int(st.Uid), GID: int(st.Gid),
-		Size: sizeOf(st), Mtime: st.Mtim.Nano(), Ctime: st.Ctim.Nano(), Ino: st.Ino}
+		Size: sizeOf(st), Mtime: st.Mtim.Nano(), Ctime: st.Ctim.Nano(), Ino: st.Ino, Dev: st.Dev}
 	if e.Type == "symlink" {
 		t, err := readlinkat(p, name)
 		if err != nil {

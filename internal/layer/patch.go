@@ -49,8 +49,8 @@ func WritePatch(w io.Writer, roots []Root, c Change) error {
 	return nil
 }
 
-// side is one version of a path: the host's or the layer's.
-type side struct {
+// patchSide is one version of a path: the host's or the layer's.
+type patchSide struct {
 	exists   bool
 	mode     uint32 // raw st_mode
 	size     int64
@@ -58,12 +58,12 @@ type side struct {
 	tooLarge bool
 }
 
-func (s side) hasContent() bool {
+func (s patchSide) hasContent() bool {
 	t := s.mode & unix.S_IFMT
 	return s.exists && (t == unix.S_IFREG || t == unix.S_IFLNK)
 }
 
-func (s side) binary() bool {
+func (s patchSide) binary() bool {
 	if !s.hasContent() {
 		return false
 	}
@@ -71,19 +71,19 @@ func (s side) binary() bool {
 }
 
 // loadSides reads the host and layer versions of c.
-func loadSides(roots []Root, c Change) (old, cur side, err error) {
+func loadSides(roots []Root, c Change) (old, cur patchSide, err error) {
 	r, err := findRoot(roots, c)
 	if err != nil {
-		return side{}, side{}, err
+		return patchSide{}, patchSide{}, err
 	}
 	if c.Kind != Added {
 		if old, err = readSide(r.Host, c.Path, false); err != nil {
-			return side{}, side{}, fmt.Errorf("reading host version of %s: %w", EscapeName(c.Display()), err)
+			return patchSide{}, patchSide{}, fmt.Errorf("reading host version of %s: %w", EscapeName(c.Display()), err)
 		}
 	}
 	if c.Kind != Deleted {
 		if cur, err = readSide(r.Upper, c.Path, true); err != nil {
-			return side{}, side{}, fmt.Errorf("reading layer version of %s: %w", EscapeName(c.Display()), err)
+			return patchSide{}, patchSide{}, fmt.Errorf("reading layer version of %s: %w", EscapeName(c.Display()), err)
 		}
 	}
 	return old, cur, nil
@@ -104,31 +104,31 @@ func findRoot(roots []Root, c Change) (Root, error) {
 
 // readSide loads dir/rel through an os.Root, never leaving dir. In the
 // layer (upper) a whiteout counts as absent.
-func readSide(dir, rel string, upper bool) (side, error) {
+func readSide(dir, rel string, upper bool) (patchSide, error) {
 	root, err := os.OpenRoot(dir)
 	if err != nil {
-		return side{}, err
+		return patchSide{}, err
 	}
 	defer root.Close()
 	fi, err := root.Lstat(rel)
 	if errors.Is(err, os.ErrNotExist) || errors.Is(err, syscall.ENOTDIR) {
-		return side{}, nil
+		return patchSide{}, nil
 	}
 	if err != nil {
-		return side{}, err
+		return patchSide{}, err
 	}
 	st, _ := fi.Sys().(*syscall.Stat_t)
 	if st == nil {
-		return side{}, fmt.Errorf("no stat data for %s", EscapeName(rel))
+		return patchSide{}, fmt.Errorf("no stat data for %s", EscapeName(rel))
 	}
-	s := side{exists: true, mode: st.Mode, size: st.Size}
+	s := patchSide{exists: true, mode: st.Mode, size: st.Size}
 	switch st.Mode & unix.S_IFMT {
 	case unix.S_IFCHR:
 		s.exists = !(upper && st.Rdev == 0)
 	case unix.S_IFLNK:
 		target, err := root.Readlink(rel)
 		if err != nil {
-			return side{}, err
+			return patchSide{}, err
 		}
 		s.data = []byte("symlink -> " + target + "\n")
 	case unix.S_IFREG:
@@ -137,7 +137,7 @@ func readSide(dir, rel string, upper bool) (side, error) {
 	return s, err
 }
 
-func (s *side) readFile(root *os.Root, rel string) error {
+func (s *patchSide) readFile(root *os.Root, rel string) error {
 	if s.size > maxPatchFile {
 		s.tooLarge = true
 		return nil
@@ -155,7 +155,7 @@ func (s *side) readFile(root *os.Root, rel string) error {
 }
 
 // writePatch renders the patch; bw errors surface at Flush.
-func writePatch(bw *bufio.Writer, c Change, old, cur side) {
+func writePatch(bw *bufio.Writer, c Change, old, cur patchSide) {
 	name := strings.TrimPrefix(c.Display(), "/")
 	a, b := "a/"+EscapeName(name), "b/"+EscapeName(name)
 	fmt.Fprintf(bw, "diff --git %s %s\n", a, b)
@@ -179,7 +179,7 @@ func writePatch(bw *bufio.Writer, c Change, old, cur side) {
 	}
 }
 
-func writeModeLines(bw *bufio.Writer, old, cur side) {
+func writeModeLines(bw *bufio.Writer, old, cur patchSide) {
 	const bits = unix.S_IFMT | 07777
 	switch {
 	case !old.exists && cur.exists:
@@ -218,18 +218,18 @@ func writeHunks(bw *bufio.Writer, a, b []string) {
 	}
 }
 
-// hunk is a range of ops [start, end) with the line positions at start.
-type hunk struct {
+// patchHunk is a range of ops [start, end) with the line positions at start.
+type patchHunk struct {
 	start, end   int
 	aLine, bLine int // lines of a and b consumed before start
 	aLen, bLen   int
 }
 
 // groupHunks groups changes separated by at most 2*ctx equal lines.
-func groupHunks(ops []editOp, ctx int) []hunk {
-	var hunks []hunk
+func groupHunks(ops []editOp, ctx int) []patchHunk {
+	var hunks []patchHunk
 	ai, bi := 0, 0
-	var cur *hunk
+	var cur *patchHunk
 	lastChange := -1
 	for k, op := range ops {
 		if op != opEqual {
@@ -239,7 +239,7 @@ func groupHunks(ops []editOp, ctx int) []hunk {
 					cur.end = min(lastChange+ctx+1, len(ops))
 					s = max(s, cur.end)
 				}
-				hunks = append(hunks, hunk{start: s, aLine: ai - (k - s), bLine: bi - (k - s)})
+				hunks = append(hunks, patchHunk{start: s, aLine: ai - (k - s), bLine: bi - (k - s)})
 				cur = &hunks[len(hunks)-1]
 			}
 			lastChange = k
@@ -262,7 +262,7 @@ func groupHunks(ops []editOp, ctx int) []hunk {
 	return hunks
 }
 
-func (h *hunk) count(ops []editOp) {
+func (h *patchHunk) count(ops []editOp) {
 	for _, op := range ops[h.start:h.end] {
 		if op != opInsert {
 			h.aLen++
@@ -273,7 +273,7 @@ func (h *hunk) count(ops []editOp) {
 	}
 }
 
-func (h hunk) write(bw *bufio.Writer, ops []editOp, a, b []string) {
+func (h patchHunk) write(bw *bufio.Writer, ops []editOp, a, b []string) {
 	fmt.Fprintf(bw, "@@ -%s +%s @@\n", hunkRange(h.aLine, h.aLen), hunkRange(h.bLine, h.bLen))
 	ai, bi := h.aLine, h.bLine
 	for _, op := range ops[h.start:h.end] {

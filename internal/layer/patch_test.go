@@ -27,14 +27,14 @@ func lookupOrDefineBool(name, usage string) func() bool {
 	return func() bool { return *p }
 }
 
-type patchCase struct {
+type patchGoldenCase struct {
 	name   string
 	root   string // "workspace" unless set
 	setup  func(t *testing.T, host, up string)
 	change Change
 }
 
-func numbered(n int, edit map[int]string) string {
+func patchNumbered(n int, edit map[int]string) string {
 	var b strings.Builder
 	for i := 1; i <= n; i++ {
 		if s, ok := edit[i]; ok {
@@ -46,77 +46,77 @@ func numbered(n int, edit map[int]string) string {
 	return b.String()
 }
 
-var patchCases = []patchCase{
+var patchGoldenCases = []patchGoldenCase{
 	{name: "modified_two_hunks", change: Change{Path: "f.txt", Kind: Modified}, setup: func(t *testing.T, h, u string) {
-		write(t, h+"/f.txt", numbered(30, nil), 0o644)
-		write(t, u+"/f.txt", numbered(30, map[int]string{2: "two\n", 25: "", 26: "x\ny\n"}), 0o644)
+		diffWrite(t, h+"/f.txt", patchNumbered(30, nil), 0o644)
+		diffWrite(t, u+"/f.txt", patchNumbered(30, map[int]string{2: "two\n", 25: "", 26: "x\ny\n"}), 0o644)
 	}},
 	{name: "modified_merged_hunk", change: Change{Path: "f.txt", Kind: Modified}, setup: func(t *testing.T, h, u string) {
-		write(t, h+"/f.txt", numbered(20, nil), 0o644)
-		write(t, u+"/f.txt", numbered(20, map[int]string{5: "five\n", 11: "eleven\n"}), 0o644)
+		diffWrite(t, h+"/f.txt", patchNumbered(20, nil), 0o644)
+		diffWrite(t, u+"/f.txt", patchNumbered(20, map[int]string{5: "five\n", 11: "eleven\n"}), 0o644)
 	}},
 	{name: "added", change: Change{Path: "new/a.go", Kind: Added}, setup: func(t *testing.T, h, u string) {
-		write(t, u+"/new/a.go", "package a\n\nfunc A() {}\n", 0o644)
+		diffWrite(t, u+"/new/a.go", "package a\n\nfunc A() {}\n", 0o644)
 	}},
 	{name: "added_empty", change: Change{Path: "empty", Kind: Added}, setup: func(t *testing.T, h, u string) {
-		write(t, u+"/empty", "", 0o600)
+		diffWrite(t, u+"/empty", "", 0o600)
 	}},
 	{name: "deleted", change: Change{Path: "gone.txt", Kind: Deleted}, setup: func(t *testing.T, h, u string) {
-		write(t, h+"/gone.txt", "one\ntwo\n", 0o644)
+		diffWrite(t, h+"/gone.txt", "one\ntwo\n", 0o644)
 	}},
 	{name: "deleted_dir", change: Change{Path: "build", Kind: Deleted}, setup: func(t *testing.T, h, u string) {
-		write(t, h+"/build/out.o", "x", 0o644)
+		diffWrite(t, h+"/build/out.o", "x", 0o644)
 	}},
 	{name: "mode_only", change: Change{Path: "run.sh", Kind: ModeChg}, setup: func(t *testing.T, h, u string) {
-		write(t, h+"/run.sh", "#!/bin/sh\n", 0o644)
-		write(t, u+"/run.sh", "#!/bin/sh\n", 0o755)
+		diffWrite(t, h+"/run.sh", "#!/bin/sh\n", 0o644)
+		diffWrite(t, u+"/run.sh", "#!/bin/sh\n", 0o755)
 	}},
 	{name: "setuid_and_content", change: Change{Path: "tool", Kind: Modified}, setup: func(t *testing.T, h, u string) {
-		write(t, h+"/tool", "a\n", 0o755)
-		write(t, u+"/tool", "b\n", 0o755)
-		must(t, os.Chmod(u+"/tool", os.ModeSetuid|0o755))
+		diffWrite(t, h+"/tool", "a\n", 0o755)
+		diffWrite(t, u+"/tool", "b\n", 0o755)
+		diffMust(t, os.Chmod(u+"/tool", os.ModeSetuid|0o755))
 	}},
 	{name: "symlink_modified", change: Change{Path: "lnk", Kind: Modified}, setup: func(t *testing.T, h, u string) {
-		must(t, os.Symlink("old/target", h+"/lnk"))
-		must(t, os.Symlink("../../etc/passwd", u+"/lnk"))
+		diffMust(t, os.Symlink("old/target", h+"/lnk"))
+		diffMust(t, os.Symlink("../../etc/passwd", u+"/lnk"))
 	}},
 	{name: "file_to_symlink", change: Change{Path: "cfg", Kind: TypeChg}, setup: func(t *testing.T, h, u string) {
-		write(t, h+"/cfg", "k=v\n", 0o644)
-		must(t, os.Symlink("/etc/cfg", u+"/cfg"))
+		diffWrite(t, h+"/cfg", "k=v\n", 0o644)
+		diffMust(t, os.Symlink("/etc/cfg", u+"/cfg"))
 	}},
 	{name: "dir_to_file", change: Change{Path: "d", Kind: TypeChg}, setup: func(t *testing.T, h, u string) {
-		write(t, h+"/d/x", "x\n", 0o644)
-		write(t, u+"/d", "now a file\n", 0o644)
+		diffWrite(t, h+"/d/x", "x\n", 0o644)
+		diffWrite(t, u+"/d", "now a file\n", 0o644)
 	}},
 	{name: "binary_nul", change: Change{Path: "img.bin", Kind: Modified}, setup: func(t *testing.T, h, u string) {
-		write(t, h+"/img.bin", "PNG\x00\x01", 0o644)
-		write(t, u+"/img.bin", "PNG\x00\x02", 0o644)
+		diffWrite(t, h+"/img.bin", "PNG\x00\x01", 0o644)
+		diffWrite(t, u+"/img.bin", "PNG\x00\x02", 0o644)
 	}},
 	{name: "binary_invalid_utf8", change: Change{Path: "latin1.txt", Kind: Added}, setup: func(t *testing.T, h, u string) {
-		write(t, u+"/latin1.txt", "caf\xe9\n", 0o644)
+		diffWrite(t, u+"/latin1.txt", "caf\xe9\n", 0o644)
 	}},
 	{name: "too_large", change: Change{Path: "big.log", Kind: Modified}, setup: func(t *testing.T, h, u string) {
-		write(t, h+"/big.log", "small\n", 0o644)
-		write(t, u+"/big.log", "", 0o644)
-		must(t, os.Truncate(u+"/big.log", 9<<20))
+		diffWrite(t, h+"/big.log", "small\n", 0o644)
+		diffWrite(t, u+"/big.log", "", 0o644)
+		diffMust(t, os.Truncate(u+"/big.log", 9<<20))
 	}},
 	{name: "no_newline_at_end", change: Change{Path: "n.txt", Kind: Modified}, setup: func(t *testing.T, h, u string) {
-		write(t, h+"/n.txt", "a\nb\nc", 0o644)
-		write(t, u+"/n.txt", "a\nb\nc\nd", 0o644)
+		diffWrite(t, h+"/n.txt", "a\nb\nc", 0o644)
+		diffWrite(t, u+"/n.txt", "a\nb\nc\nd", 0o644)
 	}},
 	{name: "hostile_name_and_content", change: Change{Path: "\x1b]0;pwned\x07\u202egnp.js", Kind: Added}, setup: func(t *testing.T, h, u string) {
-		write(t, u+"/\x1b]0;pwned\x07\u202egnp.js", "ok\n\x1b]52;c;ZXZpbA==\x07\nevil();\rgood();\n", 0o644)
+		diffWrite(t, u+"/\x1b]0;pwned\x07\u202egnp.js", "ok\n\x1b]52;c;ZXZpbA==\x07\nevil();\rgood();\n", 0o644)
 	}},
 	{name: "home_root", root: "home", change: Change{Path: ".bashrc", Kind: Modified}, setup: func(t *testing.T, h, u string) {
-		write(t, h+"/.bashrc", "export A=1\n", 0o644)
-		write(t, u+"/.bashrc", "export A=1\nexport B=2\n", 0o644)
+		diffWrite(t, h+"/.bashrc", "export A=1\n", 0o644)
+		diffWrite(t, u+"/.bashrc", "export A=1\nexport B=2\n", 0o644)
 	}},
 }
 
 func TestWritePatchGolden(t *testing.T) {
 	old := unix.Umask(0o022)
 	defer unix.Umask(old)
-	for _, tc := range patchCases {
+	for _, tc := range patchGoldenCases {
 		t.Run(tc.name, func(t *testing.T) {
 			root := Root{Name: "workspace", Host: t.TempDir(), Upper: t.TempDir()}
 			if tc.root != "" {
@@ -126,14 +126,14 @@ func TestWritePatchGolden(t *testing.T) {
 			c := tc.change
 			c.Root = root.Name
 			var buf bytes.Buffer
-			must(t, WritePatch(&buf, []Root{root}, c))
+			diffMust(t, WritePatch(&buf, []Root{root}, c))
 			golden := filepath.Join("testdata", "patch", tc.name+".golden")
 			if updateGolden() {
-				must(t, os.MkdirAll(filepath.Dir(golden), 0o755))
-				must(t, os.WriteFile(golden, buf.Bytes(), 0o644))
+				diffMust(t, os.MkdirAll(filepath.Dir(golden), 0o755))
+				diffMust(t, os.WriteFile(golden, buf.Bytes(), 0o644))
 			}
 			want, err := os.ReadFile(golden)
-			must(t, err)
+			diffMust(t, err)
 			if !bytes.Equal(buf.Bytes(), want) {
 				t.Errorf("patch differs from %s (rerun with -update after checking):\n%s", golden, buf.String())
 			}
@@ -162,10 +162,10 @@ func TestWritePatchRejectsBadChanges(t *testing.T) {
 // symlink out of the workspace must not make WritePatch read outside.
 func TestWritePatchHostSymlinkNotFollowed(t *testing.T) {
 	outside := t.TempDir()
-	write(t, outside+"/secret", "TOP SECRET\n", 0o644)
+	diffWrite(t, outside+"/secret", "TOP SECRET\n", 0o644)
 	root := Root{Name: "workspace", Host: t.TempDir(), Upper: t.TempDir()}
-	must(t, os.Symlink(outside, root.Host+"/d"))
-	write(t, root.Upper+"/d/secret", "mine\n", 0o644)
+	diffMust(t, os.Symlink(outside, root.Host+"/d"))
+	diffWrite(t, root.Upper+"/d/secret", "mine\n", 0o644)
 	var buf bytes.Buffer
 	err := WritePatch(&buf, []Root{root}, Change{Root: "workspace", Path: "d/secret", Kind: Modified})
 	if strings.Contains(buf.String(), "SECRET") {
@@ -188,7 +188,7 @@ func TestStat(t *testing.T) {
 		"no_newline_at_end":  {Path: "n.txt", Kind: Modified, Added: 2, Removed: 1},
 		"home_root":          {Path: "~/.bashrc", Kind: Modified, Added: 1},
 	}
-	for _, tc := range patchCases {
+	for _, tc := range patchGoldenCases {
 		w, ok := want[tc.name]
 		if !ok {
 			continue
@@ -201,7 +201,7 @@ func TestStat(t *testing.T) {
 		c := tc.change
 		c.Root = root.Name
 		got, err := Stat([]Root{root}, c)
-		must(t, err)
+		diffMust(t, err)
 		if got != w {
 			t.Errorf("Stat %s = %+v, want %+v", tc.name, got, w)
 		}
@@ -274,20 +274,20 @@ func TestDiffLinesRandom(t *testing.T) {
 				edits++
 			}
 		}
-		if want := len(a) + len(b) - 2*lcs(a, b); edits != want {
+		if want := len(a) + len(b) - 2*lcsLen(a, b); edits != want {
 			t.Fatalf("diff of %q -> %q has %d edits, shortest is %d", a, b, edits, want)
 		}
 		var buf bytes.Buffer
-		bw := newBufioWriter(&buf)
+		bw := newPatchBufWriter(&buf)
 		writeHunks(bw, a, b)
-		must(t, bw.Flush())
+		diffMust(t, bw.Flush())
 		if got := applyHunks(t, a, buf.String()); strings.Join(got, "") != strings.Join(b, "") {
 			t.Fatalf("patch of %q -> %q rebuilds %q:\n%s", a, b, got, buf.String())
 		}
 	}
 }
 
-func lcs(a, b []string) int {
+func lcsLen(a, b []string) int {
 	dp := make([][]int, len(a)+1)
 	for i := range dp {
 		dp[i] = make([]int, len(b)+1)
@@ -317,4 +317,4 @@ func TestDiffLinesFallback(t *testing.T) {
 	}
 }
 
-func newBufioWriter(buf *bytes.Buffer) *bufio.Writer { return bufio.NewWriter(buf) }
+func newPatchBufWriter(buf *bytes.Buffer) *bufio.Writer { return bufio.NewWriter(buf) }

@@ -88,7 +88,7 @@ func TestSelect(t *testing.T) {
 			t.Errorf("Select(%q, %q): %v", c.paths, c.exclude, err)
 			continue
 		}
-		if d := displays(got); d != c.want {
+		if d := diffDisplays(got); d != c.want {
 			t.Errorf("Select(%q, %q) = %q, want %q", c.paths, c.exclude, d, c.want)
 		}
 	}
@@ -147,7 +147,7 @@ func FuzzSelect(f *testing.F) {
 
 func TestFilterNoise(t *testing.T) {
 	shown, hidden := FilterNoise(selectFixture, []string{"~/.cache", "src/*.go", "/opt/tool/", "docs/a.m*"})
-	if d := displays(shown); d != "docs,src,src/gen/x.go,srcx,a\nb,~/.bashrc" || hidden != 5 {
+	if d := diffDisplays(shown); d != "docs,src,src/gen/x.go,srcx,a\nb,~/.bashrc" || hidden != 5 {
 		t.Fatalf("FilterNoise = %q, %d hidden", d, hidden)
 	}
 	shown, hidden = FilterNoise(selectFixture, nil)

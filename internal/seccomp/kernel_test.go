@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -65,8 +66,12 @@ func childMain(mode string) int {
 
 func installFromEnv() error {
 	name := os.Getenv(profileEnv)
-	if name == "none" {
+	switch name {
+	case "none":
 		return nil
+	case "allow-all":
+		// The cheapest possible filter: the kernel's own seccomp entry cost.
+		return Install([]unix.SockFilter{{Code: unix.BPF_RET | unix.BPF_K, K: unix.SECCOMP_RET_ALLOW}})
 	}
 	p, err := Profile(name)
 	if err != nil {
@@ -257,7 +262,8 @@ func deniedProbes() []probe {
 		d("socket(AF_INET, SOCK_RAW|SOCK_CLOEXEC)", closing(raw(unix.SYS_SOCKET, unix.AF_INET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_ICMP))),
 		d("socket(AF_INET6, SOCK_RAW|SOCK_NONBLOCK)", closing(raw(unix.SYS_SOCKET, unix.AF_INET6, unix.SOCK_RAW|unix.SOCK_NONBLOCK, unix.IPPROTO_ICMPV6))),
 		d("socketpair(AF_INET)", raw(unix.SYS_SOCKETPAIR, unix.AF_INET, unix.SOCK_STREAM, 0, uintptr(unsafe.Pointer(&[2]int32{})))),
-		d("prctl(PR_SET_MM)", raw(unix.SYS_PRCTL, prSetMM, 0xdead, 0, 0, 0)),
+		// PR_SET_MM_MAP_SIZE (17) just reports a size, so the control succeeds.
+		d("prctl(PR_SET_MM)", raw(unix.SYS_PRCTL, prSetMM, 17, uintptr(unsafe.Pointer(new(uint32))), 0, 0)),
 		d("ioctl(stdin, TIOCSTI)", raw(unix.SYS_IOCTL, 0, tiocsti, cstr("x"))),
 		{"clone3", "ENOSYS", raw(unix.SYS_CLONE3, 0, 0)},
 	}
@@ -462,7 +468,7 @@ func threadsMain() int {
 	for i := 0; i < 8; i++ {
 		go func(i int) {
 			// Lock so that the runtime must create more OS threads.
-			runtimeLockOSThread()
+			runtime.LockOSThread()
 			time.Sleep(10 * time.Millisecond)
 			done <- i
 		}(i)

@@ -1,0 +1,308 @@
+// Package netwall is the pod's network wall: the only way out of a pod's
+// network namespace is the supervisor's resolver and proxy.
+//
+// The pod runs in its own network namespace. Setup enters it from one
+// locked OS thread of the supervisor, brings lo up, gives it default
+// routes, installs nftables rules that redirect every TCP connection and
+// every DNS packet to the wall's services and drop everything else, and
+// opens the services' listening sockets there. The sockets stay in the
+// pod's namespace while the supervisor dials out from the host's: no veth,
+// no host NAT, nothing on the host to clean up.
+//
+// Invariants:
+//   - Setup refuses the supervisor's own network namespace; it never
+//     changes the host's network.
+//   - The resolver never forwards a denied name (or an IP literal) upstream.
+//   - The proxy resolves names itself, checks every address with CheckAddr,
+//     and dials only the address it checked (never re-resolves).
+//   - IP-literal targets are denied unless the literal is explicitly allowed.
+//   - A TLS tunnel's SNI (or a plain request's Host) must name the host the
+//     connection was allowed for; no client byte is forwarded before that
+//     check. A transparent connection's destination must be an address the
+//     wall itself resolved for that name.
+//   - Policy reads are lock-free snapshots: SetPolicy applies to every new
+//     query and connection at once.
+package netwall
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+	"sync"
+	"sync/atomic"
+
+	"github.com/airlock-dev/airlock/internal/errdefs"
+	"github.com/miekg/dns"
+	"golang.org/x/sys/unix"
+)
+
+// Event is one audited network decision.
+type Event struct {
+	Kind    string         // "dns" | "connect" | "leak" (a direct connection that tried to bypass the proxy and was denied)
+	Details map[string]any // name, type, answers / host, addr, port, path, bytes_up, bytes_down
+	Verdict string         // "allow" | "deny" | "error"
+	Reason  string
+}
+
+// Wall is the network wall of one running pod.
+type Wall struct {
+	pol    atomic.Pointer[Policy]
+	audit  func(Event)
+	thread *nsThread
+	res    *resolver
+	dialer net.Dialer
+
+	mu        sync.Mutex
+	closed    bool
+	listeners []net.Listener
+	dnsSrv    []*dns.Server
+	conns     map[net.Conn]struct{}
+	wg        sync.WaitGroup
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// Setup builds the wall for the pod whose init has host pid pid. It must
+// run before the agent starts. Mode "none" leaves the pod with lo only.
+func Setup(pid int, p Policy, audit func(Event)) (*Wall, error) {
+	q := p.normalized()
+	if q.Mode != ModeFiltered && q.Mode != ModeNone {
+		return nil, errdefs.Invalid("network mode %q: use %q or %q", q.Mode, ModeFiltered, ModeNone)
+	}
+	if len(q.Upstream) == 0 {
+		q.Upstream = hostUpstream()
+	}
+	nsFD, err := openPodNetns(pid)
+	if err != nil {
+		return nil, err
+	}
+	defer unix.Close(nsFD)
+	w := &Wall{audit: audit, conns: map[net.Conn]struct{}{}}
+	w.pol.Store(&q)
+	w.res = newResolver(w)
+	w.dialer.Timeout = dialTimeout
+	if err := configureLinks(nsFD, q.Mode == ModeFiltered); err != nil {
+		return nil, err
+	}
+	if w.thread, err = startNSThread(nsFD); err != nil {
+		return nil, err
+	}
+	if q.Mode == ModeFiltered {
+		if err := w.startFiltered(nsFD); err != nil {
+			w.Close()
+			return nil, err
+		}
+	}
+	return w, nil
+}
+
+// openPodNetns opens the pod's network namespace and refuses the
+// supervisor's own: rules meant for the pod must never land on the host.
+func openPodNetns(pid int) (int, error) {
+	if pid <= 0 {
+		return -1, errdefs.Invalid("pod pid %d: pass the host pid of the pod init", pid)
+	}
+	path := "/proc/" + strconv.Itoa(pid) + "/ns/net"
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1, fmt.Errorf("opening the pod network namespace %s (is the pod init running?): %w", path, &os.PathError{Op: "open", Path: path, Err: err})
+	}
+	var pod, self unix.Stat_t
+	if err := unix.Fstat(fd, &pod); err != nil {
+		unix.Close(fd)
+		return -1, os.NewSyscallError("fstat", err)
+	}
+	if err := unix.Stat("/proc/thread-self/ns/net", &self); err != nil {
+		unix.Close(fd)
+		return -1, os.NewSyscallError("stat", err)
+	}
+	if pod.Dev == self.Dev && pod.Ino == self.Ino {
+		unix.Close(fd)
+		return -1, errdefs.Invalid("pid %d shares the supervisor's network namespace: start the pod with CLONE_NEWNET", pid)
+	}
+	return fd, nil
+}
+
+// startFiltered installs the rules and opens the services inside the pod.
+func (w *Wall) startFiltered(nsFD int) error {
+	if err := installRules(nsFD); err != nil {
+		return err
+	}
+	type svc struct {
+		network, addr string
+		optional      bool // IPv6 loopback may be missing
+		serve         func(net.Listener)
+	}
+	tcp := []svc{
+		{"tcp4", "127.0.0.1:" + strconv.Itoa(proxyPort), false, w.serveExplicit},
+		{"tcp4", "127.0.0.1:" + strconv.Itoa(transparentPort), false, w.serveTransparent},
+		{"tcp6", "[::1]:" + strconv.Itoa(transparentPort), true, w.serveTransparent},
+	}
+	for _, s := range tcp {
+		l, err := w.listenInPod(s.network, s.addr)
+		if err != nil && s.optional {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		w.goServe(func() { s.serve(l) })
+	}
+	return w.startDNS()
+}
+
+// startDNS opens the resolver on 127.0.0.1:53 and [::1]:53, UDP and TCP.
+func (w *Wall) startDNS() error {
+	for _, host := range []string{"127.0.0.1", "::1"} {
+		addr := net.JoinHostPort(host, strconv.Itoa(dnsPort))
+		var pc net.PacketConn
+		var l net.Listener
+		err := w.thread.run(func() (err error) {
+			if pc, err = net.ListenPacket("udp", addr); err != nil {
+				return err
+			}
+			if l, err = net.Listen("tcp", addr); err != nil {
+				pc.Close()
+			}
+			return err
+		})
+		if err != nil && host == "::1" {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("opening the pod resolver on %s: %w", addr, err)
+		}
+		for _, srv := range []*dns.Server{{PacketConn: pc, Handler: w.res}, {Listener: l, Handler: w.res}} {
+			started := make(chan struct{})
+			srv.NotifyStartedFunc = func() { close(started) }
+			w.mu.Lock()
+			w.dnsSrv = append(w.dnsSrv, srv)
+			w.mu.Unlock()
+			w.goServe(func() { _ = srv.ActivateAndServe() })
+			<-started // Shutdown before the server runs would leave it running
+		}
+	}
+	return nil
+}
+
+// listenInPod opens a listening socket that belongs to the pod's namespace.
+func (w *Wall) listenInPod(network, addr string) (net.Listener, error) {
+	var l net.Listener
+	err := w.thread.run(func() (err error) {
+		l, err = net.Listen(network, addr)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("listening on %s inside the pod: %w", addr, err)
+	}
+	w.mu.Lock()
+	w.listeners = append(w.listeners, l)
+	w.mu.Unlock()
+	return l, nil
+}
+
+// dialInPod connects to addr from a socket inside the pod's namespace.
+func (w *Wall) dialInPod(addr string) (*net.TCPConn, error) {
+	var c net.Conn
+	err := w.thread.run(func() (err error) {
+		c, err = net.DialTimeout("tcp", addr, dialTimeout)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return c.(*net.TCPConn), nil
+}
+
+func (w *Wall) goServe(f func()) {
+	w.wg.Add(1)
+	go func() {
+		defer w.wg.Done()
+		f()
+	}()
+}
+
+// track registers a live connection so Close can end it; it reports false
+// once the wall is closed.
+func (w *Wall) track(c net.Conn) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.closed {
+		return false
+	}
+	w.conns[c] = struct{}{}
+	return true
+}
+
+func (w *Wall) untrack(c net.Conn) {
+	w.mu.Lock()
+	delete(w.conns, c)
+	w.mu.Unlock()
+}
+
+func (w *Wall) policy() *Policy { return w.pol.Load() }
+
+// SetPolicy replaces the policy; new queries and connections see it at once.
+func (w *Wall) SetPolicy(p Policy) {
+	q := p.normalized()
+	old := w.policy()
+	if len(q.Upstream) == 0 {
+		q.Upstream = old.Upstream
+	}
+	q.Mode = old.Mode // the namespace was built for the old mode; it cannot change live
+	w.pol.Store(&q)
+}
+
+// Policy returns the policy in force, defaults filled in.
+func (w *Wall) Policy() Policy { return w.policy().clone() }
+
+// Env returns the proxy variables for the agent's environment.
+func (w *Wall) Env() []string {
+	if w.policy().Mode != ModeFiltered {
+		return nil
+	}
+	proxy := "http://127.0.0.1:" + strconv.Itoa(proxyPort)
+	var env []string
+	for _, k := range []string{"HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy"} {
+		env = append(env, k+"="+proxy)
+	}
+	return append(env, "NO_PROXY=localhost,127.0.0.1,::1", "no_proxy=localhost,127.0.0.1,::1")
+}
+
+// ResolvConf is the /etc/resolv.conf the sandbox binds into the pod.
+func ResolvConf() []byte {
+	return []byte("nameserver 127.0.0.1\nnameserver ::1\noptions edns0 timeout:2 attempts:2\n")
+}
+
+func (w *Wall) report(ev Event) {
+	if w.audit != nil {
+		w.audit(ev)
+	}
+}
+
+// Close stops the services, ends live connections and retires the thread
+// inside the pod's namespace. The pod's namespace and its rules go away
+// with the pod; there is nothing on the host to remove.
+func (w *Wall) Close() error {
+	w.closeOnce.Do(func() {
+		w.mu.Lock()
+		w.closed = true
+		for _, l := range w.listeners {
+			l.Close()
+		}
+		for c := range w.conns {
+			c.Close()
+		}
+		servers := w.dnsSrv
+		w.mu.Unlock()
+		for _, s := range servers {
+			_ = s.Shutdown()
+		}
+		w.wg.Wait()
+		if w.thread != nil {
+			w.thread.stop()
+		}
+	})
+	return w.closeErr
+}
