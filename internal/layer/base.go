@@ -164,7 +164,7 @@ func (w *baseWalker) dir(up, host int, rel string) error {
 		return err
 	}
 	for _, n := range names {
-		if err := w.entry(up, host, joinRel(rel, n), n); err != nil {
+		if err := w.entry(up, host, subPath(rel, n), n); err != nil {
 			return err
 		}
 	}
@@ -214,7 +214,7 @@ func (w *baseWalker) record(st *unix.Stat_t) BaseEntry {
 	if !dir && st.Ctim.Nano() >= w.start {
 		return BaseEntry{ChangedDuringRun: true}
 	}
-	return BaseEntry{Type: typeName(st.Mode), Dev: st.Dev, Ino: st.Ino, Size: sizeOf(st),
+	return BaseEntry{Type: entryType(st.Mode), Dev: st.Dev, Ino: st.Ino, Size: regSize(st),
 		Mtime: st.Mtim.Nano(), Ctime: st.Ctim.Nano(), Mode: st.Mode & 07777}
 }
 

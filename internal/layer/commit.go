@@ -175,7 +175,7 @@ func (p *planner) close() {
 
 // plan turns one change into an op (appended to j), a skip or a conflict.
 func (p *planner) plan(c Change, j *journal, res *CommitResult) error {
-	r, err := findRoot(p.list, c)
+	r, err := rootFor(p.list, c)
 	if err != nil {
 		return err
 	}
@@ -214,7 +214,7 @@ func (p *planner) makeOp(c Change, fds *rootFds) (*op, error) {
 		if err != nil {
 			return nil, fmt.Errorf("reading layer entry %s: %w", EscapeName(c.Display()), err)
 		}
-		if ust == nil || typeName(ust.Mode) != c.Type {
+		if ust == nil || entryType(ust.Mode) != c.Type {
 			return nil, errdefs.Conflict("layer entry %s changed since the diff; run airlock diff again", EscapeName(c.Display()))
 		}
 		o.Type = c.Type
@@ -414,7 +414,7 @@ func cloneDir(srcDir int, src string, dstDir int, dst string, st *unix.Stat_t) e
 func copyEntry(srcDir int, src string, dstDir int, dst string, st *unix.Stat_t) error {
 	switch st.Mode & unix.S_IFMT {
 	case unix.S_IFLNK:
-		t, err := readlinkat(srcDir, src)
+		t, err := readLink(srcDir, src)
 		if err != nil {
 			return err
 		}
@@ -749,7 +749,7 @@ func (a *applier) writeSymlink(r *rootFds, par int, name, tmp string, o *op, i i
 	if st == nil || st.Mode&unix.S_IFMT != unix.S_IFLNK {
 		return errdefs.Conflict("layer entry %s is no longer a symlink; run airlock diff again", EscapeName(o.Path))
 	}
-	target, err := readlinkat(upar, uname)
+	target, err := readLink(upar, uname)
 	if err != nil {
 		return err
 	}

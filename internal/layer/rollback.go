@@ -35,7 +35,7 @@ func Rollback(roots []Root, changes []Change) error {
 		}
 	}()
 	for _, c := range cs {
-		r, err := findRoot(roots, c)
+		r, err := rootFor(roots, c)
 		if err != nil {
 			return err
 		}

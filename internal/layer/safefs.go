@@ -360,3 +360,64 @@ func getXattr(fd int, name string) ([]byte, error) {
 func errdefsInvalidPath(rel string) error {
 	return errdefs.Invalid("path %s is not a clean relative path; run airlock diff again", EscapeName(rel))
 }
+
+// subPath joins a relative directory path and one entry name.
+func subPath(rel, name string) string {
+	if rel == "" {
+		return name
+	}
+	return rel + "/" + name
+}
+
+// entryType names the file type of a raw st_mode as Change.Type does.
+func entryType(mode uint32) string {
+	switch mode & unix.S_IFMT {
+	case unix.S_IFREG:
+		return "file"
+	case unix.S_IFDIR:
+		return "dir"
+	case unix.S_IFLNK:
+		return "symlink"
+	case unix.S_IFIFO:
+		return "fifo"
+	case unix.S_IFSOCK:
+		return "socket"
+	}
+	return "device"
+}
+
+// regSize is the size of a regular file, 0 for anything else.
+func regSize(st *unix.Stat_t) int64 {
+	if st.Mode&unix.S_IFMT == unix.S_IFREG {
+		return st.Size
+	}
+	return 0
+}
+
+// readLink reads the target of the symlink name in dirFd.
+func readLink(dirFd int, name string) (string, error) {
+	for size := 256; size <= 1<<16; size *= 4 {
+		buf := make([]byte, size)
+		n, err := unix.Readlinkat(dirFd, name, buf)
+		if err != nil {
+			return "", &os.PathError{Op: "readlinkat", Path: name, Err: err}
+		}
+		if n < size {
+			return string(buf[:n]), nil
+		}
+	}
+	return "", &os.PathError{Op: "readlinkat", Path: name, Err: unix.ENAMETOOLONG}
+}
+
+// rootFor finds the Root a change belongs to.
+func rootFor(roots []Root, c Change) (Root, error) {
+	if _, err := splitRel(c.Path); err != nil {
+		return Root{}, err
+	}
+	for _, r := range roots {
+		if r.Name == c.Root {
+			return r, nil
+		}
+	}
+	return Root{}, errdefs.NotFound("no root named %s in this pod; run airlock diff again", EscapeName(c.Root))
+}
