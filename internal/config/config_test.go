@@ -334,3 +334,26 @@ func hasAlias(data []byte) bool {
 	}
 	return walk(n)
 }
+
+// TestDocExample keeps docs/config.md's full example parsing and valid.
+func TestDocExample(t *testing.T) {
+	doc, err := os.ReadFile("../../docs/config.md")
+	if err != nil {
+		t.Skip("docs/config.md not present")
+	}
+	_, rest, ok := strings.Cut(string(doc), "```yaml\n")
+	example, _, ok2 := strings.Cut(rest, "```")
+	if !ok || !ok2 {
+		t.Fatal("docs/config.md has no yaml example")
+	}
+	c, err := Parse([]byte(example), "docs/config.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if c.Resources.Memory != 4*GiB || c.Network.Publish[0] != "127.0.0.1:3000:3000" {
+		t.Errorf("example parsed as %+v", c.Resources)
+	}
+}

@@ -451,6 +451,10 @@ func copyRegular(srcDir int, src string, dstDir int, dst string, st *unix.Stat_t
 	return futimens(d, st.Mtim)
 }
 
+// linkFromLayer enables hard-linking layer files into the host when both
+// share a file system (tests turn it off to exercise the copy path).
+var linkFromLayer = true
+
 // tmpName is the scratch name op i of commit id uses in its parent dir.
 // It is fixed per op, so a redo finds and removes a half-written one.
 func tmpName(id string, i int, suffix string) string {
@@ -707,7 +711,7 @@ func (a *applier) writeFile(r *rootFds, par int, name, tmp string, o *op, i int)
 // has one link, it is hard-linked instead of copied (the layer entry is
 // removed after the commit anyway); its other xattrs are then stripped.
 func (a *applier) newInode(r *rootFds, par int, tmp string, src, upar int, uname string, st *unix.Stat_t) (int, error) {
-	if r.sameFS && st.Nlink == 1 {
+	if linkFromLayer && r.sameFS && st.Nlink == 1 {
 		if err := unix.Linkat(upar, uname, par, tmp, 0); err == nil {
 			dst, err := unix.Openat(par, tmp, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 			if err != nil {

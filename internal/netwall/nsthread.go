@@ -22,13 +22,21 @@ type nsThread struct {
 // startNSThread enters the network namespace open at nsFD on a fresh
 // thread and returns once it is there.
 func startNSThread(nsFD int) (*nsThread, error) {
+	return startThreadIn(func() error {
+		return os.NewSyscallError("setns", unix.Setns(nsFD, unix.CLONE_NEWNET))
+	})
+}
+
+// startThreadIn runs enter on a fresh locked thread and keeps the thread
+// serving run calls until stop.
+func startThreadIn(enter func() error) (*nsThread, error) {
 	t := &nsThread{work: make(chan func()), done: make(chan struct{})}
 	errc := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread() // never unlocked: the thread dies with the goroutine
 		defer close(t.done)
-		if err := unix.Setns(nsFD, unix.CLONE_NEWNET); err != nil {
-			errc <- os.NewSyscallError("setns", err)
+		if err := enter(); err != nil {
+			errc <- err
 			return
 		}
 		errc <- nil

@@ -103,7 +103,7 @@ func Open(home string) (*Store, error) {
 	return &Store{Home: real}, nil
 }
 
-func (s *Store) podsDir() string          { return filepath.Join(s.Home, "pods") }
+func (s *Store) podsDir() string           { return filepath.Join(s.Home, "pods") }
 func (s *Store) podDir(name string) string { return filepath.Join(s.podsDir(), name) }
 
 var nameRule = regexp.MustCompile(`^[a-z0-9][a-z0-9_.-]{0,62}$`)

@@ -1,0 +1,464 @@
+package netwall
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"fmt"
+	"io"
+	"math/big"
+	"net"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+)
+
+// The test internet: a network namespace made by the test, joined to the
+// host's by a veth pair from the benchmarking range 198.18.0.0/15.
+var (
+	hostSide = netip.MustParseAddr("198.18.0.1")
+	inetAddr = netip.MustParseAddr("198.18.0.2")
+	testNet  = netip.MustParsePrefix("198.18.0.0/15")
+)
+
+const podEnv = "NETWALL_TEST_POD"
+
+func TestMain(m *testing.M) {
+	if os.Getenv(podEnv) == "1" {
+		// The pod init stand-in: wait in its own network namespace until
+		// the test closes stdin.
+		_, _ = io.Copy(io.Discard, os.Stdin)
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// zone is what the test internet's authoritative server answers.
+var zone = map[string][]string{
+	"allowed.test.":        {"A 198.18.0.2"},
+	"www.allowed.test.":    {"A 198.18.0.2"},
+	"evil.test.":           {"A 198.18.0.2"},
+	"other.allowed.test.":  {"A 198.18.0.3"},
+	"loop.allowed.test.":   {"A 127.0.0.1"},
+	"ten.allowed.test.":    {"A 10.0.0.1"},
+	"meta.allowed.test.":   {"A 169.254.169.254"},
+	"six.allowed.test.":    {"AAAA ::1"},
+	"mapped.allowed.test.": {"AAAA ::ffff:169.254.169.254"},
+}
+
+type internet struct {
+	thread   *nsThread
+	nsFD     int
+	hostLink string
+	pool     *x509.CertPool
+	closers  []func()
+
+	mu   sync.Mutex
+	seen []string // every DNS question name the authoritative server received
+}
+
+func (n *internet) queries() []string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return append([]string(nil), n.seen...)
+}
+
+// newInternet builds the test internet and registers its teardown.
+func newInternet(t testing.TB) *internet {
+	t.Helper()
+	n := &internet{}
+	var err error
+	n.thread, err = startThreadIn(func() error {
+		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
+			return err
+		}
+		n.nsFD, err = unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		return err
+	})
+	if err != nil {
+		t.Fatalf("creating the test internet namespace: %v", err)
+	}
+	t.Cleanup(n.close)
+	n.hostLink = fmt.Sprintf("nwt%d", os.Getpid()%100000)
+	if err := n.wire(); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.serve(); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func (n *internet) wire() error {
+	peer := n.hostLink + "p"
+	veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: n.hostLink}, PeerName: peer,
+		PeerNamespace: netlink.NsFd(n.nsFD)}
+	if err := netlink.LinkAdd(veth); err != nil {
+		return fmt.Errorf("adding veth: %w", err)
+	}
+	host, err := netlink.LinkByName(n.hostLink)
+	if err != nil {
+		return err
+	}
+	if err := netlink.AddrAdd(host, mustAddr(hostSide, 30)); err != nil {
+		return err
+	}
+	if err := netlink.LinkSetUp(host); err != nil {
+		return err
+	}
+	h, err := netlink.NewHandleAt(netns.NsHandle(n.nsFD))
+	if err != nil {
+		return err
+	}
+	defer h.Close()
+	for _, name := range []string{"lo", peer} {
+		l, err := h.LinkByName(name)
+		if err != nil {
+			return err
+		}
+		if name == peer {
+			if err := h.AddrAdd(l, mustAddr(inetAddr, 30)); err != nil {
+				return err
+			}
+		}
+		if err := h.LinkSetUp(l); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func mustAddr(a netip.Addr, bits int) *netlink.Addr {
+	return &netlink.Addr{IPNet: &net.IPNet{IP: a.AsSlice(), Mask: net.CIDRMask(bits, 32)}}
+}
+
+func (n *internet) listen(network, addr string) (net.Listener, net.PacketConn, error) {
+	var l net.Listener
+	var pc net.PacketConn
+	err := n.thread.run(func() (err error) {
+		if strings.HasPrefix(network, "udp") {
+			pc, err = net.ListenPacket(network, addr)
+		} else {
+			l, err = net.Listen(network, addr)
+		}
+		return err
+	})
+	if l != nil {
+		n.closers = append(n.closers, func() { l.Close() })
+	}
+	if pc != nil {
+		n.closers = append(n.closers, func() { pc.Close() })
+	}
+	return l, pc, err
+}
+
+// serve starts HTTP :80, HTTPS :443 and DNS :53 on 198.18.0.2.
+func (n *internet) serve() error {
+	cert, pool, err := selfSigned()
+	if err != nil {
+		return err
+	}
+	n.pool = pool
+	mux := http.HandlerFunc(webHandler)
+	for _, port := range []int{80, 443} {
+		l, _, err := n.listen("tcp4", net.JoinHostPort(inetAddr.String(), strconv.Itoa(port)))
+		if err != nil {
+			return err
+		}
+		srv := &http.Server{Handler: mux}
+		if port == 443 {
+			srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}}
+			l = tls.NewListener(l, srv.TLSConfig)
+		}
+		go func() { _ = srv.Serve(l) }()
+		n.closers = append(n.closers, func() { srv.Close() })
+	}
+	return n.serveDNS()
+}
+
+func (n *internet) serveDNS() error {
+	h := dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {
+		m := new(dns.Msg).SetReply(r)
+		m.Authoritative = true
+		for _, q := range r.Question {
+			n.mu.Lock()
+			n.seen = append(n.seen, strings.ToLower(q.Name))
+			n.mu.Unlock()
+			recs, ok := zone[strings.ToLower(q.Name)]
+			if !ok {
+				m.Rcode = dns.RcodeNameError
+			}
+			for _, rec := range recs {
+				rr, _ := dns.NewRR(q.Name + " 300 IN " + rec)
+				if rr.Header().Rrtype == q.Qtype {
+					m.Answer = append(m.Answer, rr)
+				}
+			}
+		}
+		_ = w.WriteMsg(m)
+	})
+	addr := net.JoinHostPort(inetAddr.String(), "53")
+	_, pc, err := n.listen("udp4", addr)
+	if err != nil {
+		return err
+	}
+	l, _, err := n.listen("tcp4", addr)
+	if err != nil {
+		return err
+	}
+	for _, s := range []*dns.Server{{PacketConn: pc, Handler: h}, {Listener: l, Handler: h}} {
+		started := make(chan struct{})
+		s.NotifyStartedFunc = func() { close(started) }
+		go func() { _ = s.ActivateAndServe() }()
+		<-started
+		n.closers = append(n.closers, func() { _ = s.Shutdown() })
+	}
+	return nil
+}
+
+// webHandler answers "/" with the Host it was asked for and "/big?n=N"
+// with N zero bytes.
+func webHandler(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path == "/big" {
+		size, _ := strconv.ParseInt(r.URL.Query().Get("n"), 10, 64)
+		w.Header().Set("Content-Length", strconv.FormatInt(size, 10))
+		buf := make([]byte, 256*1024)
+		for size > 0 {
+			k := min(size, int64(len(buf)))
+			if _, err := w.Write(buf[:k]); err != nil {
+				return
+			}
+			size -= k
+		}
+		return
+	}
+	fmt.Fprintf(w, "hello %s", r.Host)
+}
+
+func (n *internet) close() {
+	for i := len(n.closers) - 1; i >= 0; i-- {
+		n.closers[i]()
+	}
+	if l, err := netlink.LinkByName(n.hostLink); err == nil {
+		_ = netlink.LinkDel(l)
+	}
+	if n.thread != nil {
+		n.thread.stop()
+	}
+	if n.nsFD > 0 {
+		unix.Close(n.nsFD)
+	}
+}
+
+func selfSigned() (tls.Certificate, *x509.CertPool, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return tls.Certificate{}, nil, err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "airlock test internet"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		DNSNames:  []string{"allowed.test", "*.allowed.test", "evil.test"},
+		IsCA:      true, BasicConstraintsValid: true,
+		KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return tls.Certificate{}, nil, err
+	}
+	c, _ := x509.ParseCertificate(der)
+	pool := x509.NewCertPool()
+	pool.AddCert(c)
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, pool, nil
+}
+
+// testPod is the pod stand-in: a child in a fresh network namespace, and a
+// thread of the test parked in that namespace from which attacks are made
+// (sockets belong to the namespace of the thread that creates them).
+type testPod struct {
+	cmd    *exec.Cmd
+	stdin  io.WriteCloser
+	thread *nsThread
+}
+
+func startPod(t testing.TB) *testPod {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), podEnv+"=1")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNET, Pdeathsig: syscall.SIGKILL}
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("starting the pod stand-in: %v", err)
+	}
+	p := &testPod{cmd: cmd, stdin: stdin}
+	t.Cleanup(p.stop)
+	fd, err := unix.Open("/proc/"+strconv.Itoa(cmd.Process.Pid)+"/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	if p.thread, err = startNSThread(fd); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func (p *testPod) pid() int { return p.cmd.Process.Pid }
+
+func (p *testPod) stop() {
+	if p.thread != nil {
+		p.thread.stop()
+		p.thread = nil
+	}
+	if p.stdin != nil {
+		p.stdin.Close()
+		_ = p.cmd.Wait()
+		p.stdin = nil
+	}
+}
+
+// dial connects from inside the pod to a literal address.
+func (p *testPod) dial(network, addr string) (net.Conn, error) {
+	var c net.Conn
+	err := p.thread.run(func() (err error) {
+		c, err = net.DialTimeout(network, addr, 3*time.Second)
+		return err
+	})
+	return c, err
+}
+
+// resolver asks the pod's resolver (the wall) from inside the pod.
+func (p *testPod) resolver() *net.Resolver {
+	return &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
+		return p.dial(network, "127.0.0.1:53")
+	}}
+}
+
+// dialContext resolves through the pod's resolver, then dials from the pod,
+// the way a program that ignores the proxy variables does.
+func (p *testPod) dialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := netip.ParseAddr(host); err == nil {
+		return p.dial(network, addr)
+	}
+	ips, err := p.resolver().LookupNetIP(ctx, "ip4", host)
+	if err != nil {
+		return nil, err
+	}
+	return p.dial(network, net.JoinHostPort(ips[0].String(), port))
+}
+
+// client returns an HTTP client inside the pod, honouring the proxy
+// variables or not.
+func (p *testPod) client(pool *x509.CertPool, viaProxy bool) *http.Client {
+	tr := &http.Transport{DialContext: p.dialContext, TLSClientConfig: &tls.Config{RootCAs: pool},
+		DisableKeepAlives: true}
+	if viaProxy {
+		tr.Proxy = http.ProxyURL(&url.URL{Scheme: "http", Host: "127.0.0.1:" + strconv.Itoa(proxyPort)})
+	}
+	return &http.Client{Transport: tr, Timeout: 5 * time.Second}
+}
+
+// dnsQuery sends one query from inside the pod to server.
+func (p *testPod) dnsQuery(network, server, name string, qtype uint16) (*dns.Msg, error) {
+	c, err := p.dial(network, server)
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(3 * time.Second))
+	co := &dns.Conn{Conn: c}
+	if err := co.WriteMsg(new(dns.Msg).SetQuestion(dns.Fqdn(name), qtype)); err != nil {
+		return nil, err
+	}
+	return co.ReadMsg()
+}
+
+// auditLog collects a wall's events.
+type auditLog struct {
+	mu  sync.Mutex
+	evs []Event
+}
+
+func (a *auditLog) add(e Event) {
+	a.mu.Lock()
+	a.evs = append(a.evs, e)
+	a.mu.Unlock()
+}
+
+// find returns the first event of kind with verdict whose details or
+// reason mention every one of subs.
+func (a *auditLog) find(kind, verdict string, subs ...string) (Event, bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, e := range a.evs {
+		if e.Kind != kind || e.Verdict != verdict {
+			continue
+		}
+		text := fmt.Sprint(e.Details) + " " + e.Reason
+		ok := true
+		for _, s := range subs {
+			ok = ok && strings.Contains(text, s)
+		}
+		if ok {
+			return e, true
+		}
+	}
+	return Event{}, false
+}
+
+func (a *auditLog) dump() string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var b strings.Builder
+	for _, e := range a.evs {
+		fmt.Fprintf(&b, "%s %s %v %s\n", e.Kind, e.Verdict, e.Details, e.Reason)
+	}
+	return b.String()
+}
+
+// testPolicy allows allowed.test and its subdomains and reaches the test
+// internet's range, which CheckAddr otherwise denies.
+func testPolicy() Policy {
+	return Policy{
+		Allow:        []string{"allowed.test", "*.allowed.test"},
+		AllowPrivate: []netip.Prefix{testNet},
+		Upstream:     []string{net.JoinHostPort(inetAddr.String(), "53")},
+	}
+}
+
+// hostLinks lists the host's interfaces, to prove nothing is left behind.
+func hostLinks(t testing.TB) string {
+	links, err := netlink.LinkList()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, l := range links {
+		names = append(names, l.Attrs().Name)
+	}
+	return strings.Join(names, ",")
+}
