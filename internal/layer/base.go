@@ -18,6 +18,11 @@ import (
 
 const baseFormat = 1
 
+// ctimeSlack widens "changed during the run": file times come from the
+// kernel's coarse clock, which lags the real time by up to a tick, so a
+// change just after the run started may carry a ctime slightly before it.
+const ctimeSlack = 50 * time.Millisecond
+
 // BaseEntry is the host stat of one path when the pod copied it.
 type BaseEntry struct {
 	// Absent: the host had no entry (a path the pod added).
@@ -211,7 +216,7 @@ func (w *baseWalker) record(st *unix.Stat_t) BaseEntry {
 		return BaseEntry{Absent: true}
 	}
 	dir := st.Mode&unix.S_IFMT == unix.S_IFDIR
-	if !dir && st.Ctim.Nano() >= w.start {
+	if !dir && st.Ctim.Nano() >= w.start-int64(ctimeSlack) {
 		return BaseEntry{ChangedDuringRun: true}
 	}
 	return BaseEntry{Type: entryType(st.Mode), Dev: st.Dev, Ino: st.Ino, Size: regSize(st),

@@ -81,8 +81,11 @@ func Commit(roots []Root, changes []Change, journalDir string, base *Base, opts 
 	if err := prepare(j, journalDir); err != nil {
 		return nil, err
 	}
+	if hookAfterPrepare != nil {
+		hookAfterPrepare()
+	}
 	if err := j.finishApply(); err != nil {
-		return nil, fmt.Errorf("commit %s: %w; run any airlock command on the pod to finish it", j.ID, err)
+		return nil, j.reverse(err)
 	}
 	return res, nil
 }
@@ -451,6 +454,9 @@ func copyRegular(srcDir int, src string, dstDir int, dst string, st *unix.Stat_t
 	return futimens(d, st.Mtim)
 }
 
+// hookAfterPrepare lets tests change the host between backup and apply.
+var hookAfterPrepare func()
+
 // linkFromLayer enables hard-linking layer files into the host when both
 // share a file system (tests turn it off to exercise the copy path).
 var linkFromLayer = true
@@ -459,6 +465,22 @@ var linkFromLayer = true
 // It is fixed per op, so a redo finds and removes a half-written one.
 func tmpName(id string, i int, suffix string) string {
 	return ".airlock-" + id + "-" + strconv.Itoa(i) + suffix
+}
+
+// reverse undoes a commit whose apply failed (the host changed under it
+// after the backups were taken), so it does not stay half applied.
+func (j *journal) reverse(cause error) error {
+	if j.State != stateApplying {
+		return fmt.Errorf("commit %s: %w; run any airlock command on the pod to finish it", j.ID, cause)
+	}
+	j.State = stateUndoing
+	if err := j.save(); err != nil {
+		return fmt.Errorf("commit %s failed: %w; reversing it failed too: %v", j.ID, cause, err)
+	}
+	if err := j.runUndo(); err != nil {
+		return fmt.Errorf("commit %s failed: %w; reversing it failed too: %v; run any airlock command on the pod to retry", j.ID, cause, err)
+	}
+	return fmt.Errorf("commit %s failed and was reversed, the host is as before: %w", j.ID, cause)
 }
 
 // finishApply (re)runs every op, makes the host durable, and finishes.
@@ -814,9 +836,9 @@ func (a *applier) setDir(r *rootFds, par int, name string, o *op, uid, gid int) 
 		return &os.PathError{Op: "openat", Path: name, Err: err}
 	}
 	defer unix.Close(fd)
-	up, err := openat2Retry(r.up, o.Path, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW)
+	up, err := openDirRel(r.up, o.Path)
 	if err != nil {
-		return fmt.Errorf("opening layer directory: %w", &os.PathError{Op: "openat2", Path: o.Path, Err: err})
+		return fmt.Errorf("opening layer directory: %w", err)
 	}
 	defer unix.Close(up)
 	var ust unix.Stat_t

@@ -576,9 +576,11 @@ func TestCommitChangedDuringRun(t *testing.T) {
 	}
 }
 
-// runStart is a run start time after every file created so far.
+// runStart is a run start time after every file created so far (the
+// kernel's coarse file clock and ctimeSlack are waited out).
 func (p *pod) runStart() time.Time {
 	p.t.Helper()
+	time.Sleep(ctimeSlack + 10*time.Millisecond)
 	var st unix.Stat_t
 	f := filepath.Join(p.t.TempDir(), "clock")
 	chk(p.t, os.WriteFile(f, nil, 0o600))

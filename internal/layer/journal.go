@@ -262,7 +262,10 @@ func recoverOne(j *journal) (bool, error) {
 	case j.State == statePreparing:
 		return true, os.RemoveAll(j.dir)
 	case j.State == stateApplying:
-		return true, j.finishApply()
+		if err := j.finishApply(); err != nil {
+			return true, j.reverse(err)
+		}
+		return true, nil
 	case j.State == stateApplied && !j.Cleaned:
 		return true, j.finishClean()
 	case j.State == stateUndoing:

@@ -1,6 +1,7 @@
 package layer
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path"
@@ -86,12 +87,12 @@ func checkExpressible(r *rootFds, c Change, all []Change) error {
 
 // isOpaqueDir reports whether the layer directory rel carries an opaque marker.
 func isOpaqueDir(upFd int, rel string) (bool, error) {
-	fd, err := openat2Retry(upFd, rel, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW)
+	fd, err := openDirRel(upFd, rel)
 	if err != nil {
-		if isAbsent(err) || err == unix.ELOOP {
+		if isAbsent(err) || errors.Is(err, unix.ELOOP) {
 			return false, nil
 		}
-		return false, &os.PathError{Op: "openat2", Path: rel, Err: err}
+		return false, err
 	}
 	defer unix.Close(fd)
 	return fdOpaque(fd), nil
@@ -248,17 +249,40 @@ func cleanUpper(j *journal) error {
 			unix.Close(r.up)
 		}
 	}()
-	for i := len(j.Ops) - 1; i >= 0; i-- {
-		o := &j.Ops[i]
+	rootsOf := func(o *op) (*rootFds, error) {
 		key := o.Host + "\x00" + o.Upper
 		if fds[key] == nil {
 			r, err := openRootFds(Root{Name: o.Root, Host: o.Host, Upper: o.Upper})
 			if err != nil {
-				return err
+				return nil, err
 			}
 			fds[key] = r
 		}
-		if err := cleanOne(fds[key], o); err != nil {
+		return fds[key], nil
+	}
+	// Opaque markers first, parents before children, while the layer
+	// still holds every committed child: only then can we tell whether a
+	// marker hides something the pod does not see.
+	for i := range j.Ops {
+		o := &j.Ops[i]
+		if o.Action == actRemove || o.Type != "dir" {
+			continue
+		}
+		r, err := rootsOf(o)
+		if err == nil {
+			err = dropOpaqueIfNothingHidden(r, o.Path)
+		}
+		if err != nil {
+			return fmt.Errorf("%s: %w", EscapeName(o.change().Display()), err)
+		}
+	}
+	for i := len(j.Ops) - 1; i >= 0; i-- {
+		o := &j.Ops[i]
+		r, err := rootsOf(o)
+		if err == nil {
+			err = cleanOne(r, o)
+		}
+		if err != nil {
 			return fmt.Errorf("%s: %w", EscapeName(o.change().Display()), err)
 		}
 	}
@@ -284,8 +308,6 @@ func cleanOne(r *rootFds, o *op) error {
 		err = removeWhiteout(par, name)
 	case !isDir:
 		err = ignoreENOENT(unix.Unlinkat(par, name, 0), "unlinkat", name)
-	case o.Opaque:
-		err = dropOpaqueIfNothingHidden(r, par, name, o.Path)
 	}
 	if err != nil {
 		return err
@@ -296,13 +318,16 @@ func cleanOne(r *rootFds, o *op) error {
 // dropOpaqueIfNothingHidden removes the opaque marker of a committed
 // directory once every host child also exists in the layer: the marker
 // then hides nothing and only keeps the directory showing in diff.
-func dropOpaqueIfNothingHidden(r *rootFds, par int, name, rel string) error {
-	up, err := unix.Openat(par, name, dirFlags, 0)
+func dropOpaqueIfNothingHidden(r *rootFds, rel string) error {
+	up, err := openDirRel(r.up, rel)
 	if err != nil {
-		return &os.PathError{Op: "openat", Path: rel, Err: err}
+		return nil // not a directory in the layer (any more): nothing to do
 	}
 	defer unix.Close(up)
-	host, err := openat2Retry(r.host, rel, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW)
+	if !fdOpaque(up) {
+		return nil
+	}
+	host, err := openDirRel(r.host, rel)
 	if err != nil {
 		return nil // no host directory: nothing can be hidden, keep as is
 	}

@@ -81,6 +81,9 @@ func openDir(rootFd int, comps []string, mk func(i int, parent int) (mode uint32
 	var made []int
 	for i, c := range comps {
 		next, err := openat2Retry(cur, c, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW)
+		if err == unix.ENOTDIR && isSymlinkAt(cur, c) {
+			err = unix.ELOOP // a symlink on the way is refused, never taken for "absent"
+		}
 		if err == unix.ENOENT && mk != nil {
 			next, err = mkdirOpen(cur, c, i, mk)
 			if err == nil {
@@ -94,6 +97,23 @@ func openDir(rootFd int, comps []string, mk func(i int, parent int) (mode uint32
 		cur = next
 	}
 	return cur, made, nil
+}
+
+// isSymlinkAt reports whether name in dirFd is a symlink.
+func isSymlinkAt(dirFd int, name string) bool {
+	var st unix.Stat_t
+	return unix.Fstatat(dirFd, name, &st, unix.AT_SYMLINK_NOFOLLOW) == nil && st.Mode&unix.S_IFMT == unix.S_IFLNK
+}
+
+// openDirRel opens the directory rel beneath rootFd, one component at a
+// time (so paths longer than PATH_MAX work too).
+func openDirRel(rootFd int, rel string) (int, error) {
+	comps, err := splitRel(rel)
+	if err != nil {
+		return -1, err
+	}
+	fd, _, err := openDir(rootFd, comps, nil)
+	return fd, err
 }
 
 // mkdirOpen creates one missing directory under parent and opens it.

@@ -275,8 +275,8 @@ func selfSigned() (tls.Certificate, *x509.CertPool, error) {
 	tmpl := &x509.Certificate{
 		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "airlock test internet"},
 		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		DNSNames:  []string{"allowed.test", "*.allowed.test", "evil.test"},
-		IsCA:      true, BasicConstraintsValid: true,
+		DNSNames: []string{"allowed.test", "*.allowed.test", "evil.test"},
+		IsCA:     true, BasicConstraintsValid: true,
 		KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)

@@ -10,10 +10,9 @@ import (
 
 // nsThread is one OS thread of the supervisor parked inside the pod's
 // network namespace. Functions run on it create sockets (and write
-// sysctls) that belong to the pod's namespace. The thread never returns to
-// the host namespace: when the worker stops, its goroutine exits while
-// still locked, and the Go runtime destroys the thread, so no goroutine
-// can ever run in the wrong namespace.
+// sysctls) that belong to the pod's namespace. The thread stays there until
+// it stops; then it goes back before it is unlocked, or is destroyed, so no
+// other goroutine ever runs in the wrong namespace.
 type nsThread struct {
 	work chan func()
 	done chan struct{}
@@ -28,13 +27,21 @@ func startNSThread(nsFD int) (*nsThread, error) {
 }
 
 // startThreadIn runs enter on a fresh locked thread and keeps the thread
-// serving run calls until stop.
+// serving run calls until stop. At stop the thread returns to the network
+// namespace it started in and is unlocked; if that fails it stays locked
+// and the runtime destroys it when its goroutine exits.
 func startThreadIn(enter func() error) (*nsThread, error) {
 	t := &nsThread{work: make(chan func()), done: make(chan struct{})}
 	errc := make(chan error, 1)
 	go func() {
-		runtime.LockOSThread() // never unlocked: the thread dies with the goroutine
+		runtime.LockOSThread()
 		defer close(t.done)
+		home, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			errc <- os.NewSyscallError("open", err)
+			return // still locked: the thread is discarded
+		}
+		defer unix.Close(home)
 		if err := enter(); err != nil {
 			errc <- err
 			return
@@ -42,6 +49,9 @@ func startThreadIn(enter func() error) (*nsThread, error) {
 		errc <- nil
 		for f := range t.work {
 			f()
+		}
+		if unix.Setns(home, unix.CLONE_NEWNET) == nil {
+			runtime.UnlockOSThread()
 		}
 	}()
 	if err := <-errc; err != nil {
@@ -61,7 +71,7 @@ func (t *nsThread) run(f func() error) (err error) {
 	return err
 }
 
-// stop ends the thread; the runtime then kills it.
+// stop ends the thread.
 func (t *nsThread) stop() {
 	close(t.work)
 	<-t.done

@@ -143,8 +143,8 @@ func (w *Wall) handleConnect(c *net.TCPConn, br *bufio.Reader, req *http.Request
 	up, dst, err := w.dialChecked(addrs, port)
 	if err != nil {
 		ev.Verdict, ev.Reason = "error", "dialing "+fmt.Sprint(addrs)+": "+err.Error()
-		writeStatus(c, http.StatusBadGateway, ev.Reason)
 		w.report(ev)
+		writeStatus(c, http.StatusBadGateway, ev.Reason)
 		return
 	}
 	defer up.Close()
@@ -157,9 +157,9 @@ func (w *Wall) handleConnect(c *net.TCPConn, br *bufio.Reader, req *http.Request
 	fb, perr2 := peekFirst(br)
 	_ = c.SetReadDeadline(time.Time{})
 	if why, ok := tunnelMatches(fb, perr2, normName(host)); !ok {
-		r.abort()
 		ev.Verdict, ev.Reason = "deny", why
 		w.report(ev)
+		r.abort()
 		return
 	}
 	r.finish(br, &ev, reason)
@@ -205,8 +205,8 @@ func (w *Wall) handleForward(c *net.TCPConn, req *http.Request) {
 	up, dst, err := w.dialChecked(addrs, port)
 	if err != nil {
 		ev.Verdict, ev.Reason = "error", "dialing "+fmt.Sprint(addrs)+": "+err.Error()
-		writeStatus(c, http.StatusBadGateway, ev.Reason)
 		w.report(ev)
+		writeStatus(c, http.StatusBadGateway, ev.Reason)
 		return
 	}
 	defer up.Close()
@@ -355,8 +355,8 @@ func (r *relay) abort() {
 
 func (w *Wall) refuse(c net.Conn, ev Event, reason string) {
 	ev.Verdict, ev.Reason = "deny", reason
-	writeStatus(c, http.StatusForbidden, reason)
 	w.report(ev)
+	writeStatus(c, http.StatusForbidden, reason)
 }
 
 func writeStatus(c net.Conn, code int, msg string) {

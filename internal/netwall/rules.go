@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"net"
+	"net/netip"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
@@ -70,13 +71,14 @@ func configureLinks(nsFD int, filtered bool) error {
 // installRules writes the pod's nftables ruleset (one inet table, so IPv4
 // and IPv6 share it):
 //
-//	nat output:    daddr loopback -> accept; udp/tcp dport 53 -> redirect :53;
+//	nat output:    daddr local -> accept; udp/tcp dport 53 -> redirect :53;
 //	               tcp -> redirect :3129
-//	filter output: daddr loopback -> accept; everything else -> drop (policy)
+//	filter output: daddr local -> accept; everything else -> drop (policy)
 //
-// After the redirect the packet's destination is loopback, so the filter
-// chain passes exactly what was redirected and drops the rest (other UDP,
-// ICMP, raw, SCTP, ...). The rules live in the pod's namespace; the agent
+// "local" is loopback and the pod's own addresses. After the redirect the
+// packet's destination is loopback, so the filter chain passes exactly
+// what was redirected (and the replies, addressed to the pod's own
+// address) and drops the rest (other UDP, ICMP, raw, SCTP, ...). The rules live in the pod's namespace; the agent
 // has no CAP_NET_ADMIN there to change them.
 func installRules(nsFD int) error {
 	c, err := nftables.New(nftables.WithNetNSFd(nsFD))
@@ -90,8 +92,9 @@ func installRules(nsFD int) error {
 	filter := c.AddChain(&nftables.Chain{Name: "filter_out", Table: t, Type: nftables.ChainTypeFilter,
 		Hooknum: nftables.ChainHookOutput, Priority: nftables.ChainPriorityFilter, Policy: &drop})
 	for _, chain := range []*nftables.Chain{nat, filter} {
-		c.AddRule(&nftables.Rule{Table: t, Chain: chain, Exprs: loopback4(accept())})
-		c.AddRule(&nftables.Rule{Table: t, Chain: chain, Exprs: loopback6(accept())})
+		for _, p := range localDsts {
+			c.AddRule(&nftables.Rule{Table: t, Chain: chain, Exprs: daddrIn(p, accept())})
+		}
 	}
 	c.AddRule(&nftables.Rule{Table: t, Chain: nat, Exprs: l4port(unix.IPPROTO_UDP, dnsPort, redirect(dnsPort))})
 	c.AddRule(&nftables.Rule{Table: t, Chain: nat, Exprs: l4port(unix.IPPROTO_TCP, dnsPort, redirect(dnsPort))})
@@ -104,23 +107,27 @@ func installRules(nsFD int) error {
 
 func accept() []expr.Any { return []expr.Any{&expr.Verdict{Kind: expr.VerdictAccept}} }
 
-// loopback4 matches IPv4 packets to 127.0.0.0/8.
-func loopback4(then []expr.Any) []expr.Any {
-	return append([]expr.Any{
-		&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.NFPROTO_IPV4}},
-		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 1},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{127}},
-	}, then...)
+// localDsts are the destinations that never leave the pod: loopback and
+// the pod's own addresses (replies to redirected connections go there).
+var localDsts = []netip.Prefix{
+	netip.MustParsePrefix("127.0.0.0/8"),
+	netip.PrefixFrom(netip.AddrFrom4([4]byte(podAddr4)), 32),
+	netip.MustParsePrefix("::1/128"),
+	netip.PrefixFrom(netip.AddrFrom16([16]byte(podAddr6.To16())), 128),
 }
 
-// loopback6 matches IPv6 packets to ::1.
-func loopback6(then []expr.Any) []expr.Any {
+// daddrIn matches packets whose destination is in p (byte-aligned p only).
+func daddrIn(p netip.Prefix, then []expr.Any) []expr.Any {
+	proto, off := byte(unix.NFPROTO_IPV4), uint32(16)
+	if p.Addr().Is6() {
+		proto, off = unix.NFPROTO_IPV6, 24
+	}
+	n := uint32(p.Bits() / 8)
 	return append([]expr.Any{
 		&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.NFPROTO_IPV6}},
-		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 24, Len: 16},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: net.IPv6loopback.To16()},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{proto}},
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: off, Len: n},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: p.Addr().AsSlice()[:n]},
 	}, then...)
 }
 

@@ -51,26 +51,24 @@ func looksLikeHTTP(head []byte) bool {
 	return false
 }
 
-// peekHTTPHost returns the Host header of the request at the head of br,
-// peeking up to the buffer size for the end of the header block.
+// peekHTTPHost returns the Host header of the request at the head of br.
+// It looks only at bytes already sent, asking for one more byte at a time,
+// so a short request is never held waiting for a fuller buffer.
 func peekHTTPHost(br *bufio.Reader) (string, error) {
-	for n := 512; ; n *= 2 {
-		if n > br.Size() {
-			n = br.Size()
+	for want := 1; ; want = br.Buffered() + 1 {
+		if want > br.Size() {
+			return "", errors.New("HTTP request header too large")
 		}
-		buf, err := br.Peek(n)
+		if _, err := br.Peek(want); err != nil {
+			return "", err
+		}
+		buf, _ := br.Peek(br.Buffered())
 		if i := bytes.Index(buf, []byte("\r\n\r\n")); i >= 0 {
-			req, rerr := http.ReadRequest(bufio.NewReader(bytes.NewReader(buf[:i+4])))
-			if rerr != nil {
-				return "", rerr
+			req, err := http.ReadRequest(bufio.NewReader(bytes.NewReader(buf[:i+4])))
+			if err != nil {
+				return "", err
 			}
 			return normName(hostOnly(req.Host)), nil
-		}
-		if err != nil || n == br.Size() {
-			if err == nil {
-				err = errors.New("HTTP request header too large")
-			}
-			return "", err
 		}
 	}
 }

@@ -8,8 +8,8 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"slices"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -389,14 +389,20 @@ func TestSetupModeNone(t *testing.T) {
 	}
 }
 
-// TestSetupRefusesHostNamespace: a pid in the supervisor's own namespace
-// (a pod started without CLONE_NEWNET) must never get rules or routes.
+// TestSetupRefusesHostNamespace: a pod started without CLONE_NEWNET shares
+// the supervisor's namespace and must never get rules or routes.
 func TestSetupRefusesHostNamespace(t *testing.T) {
 	testutil.RequireRoot(t)
 	before := hostLinks(t)
-	_, err := Setup(os.Getpid(), testPolicy(), nil)
-	if !errors.Is(err, errdefs.ErrInvalid) {
-		t.Fatalf("Setup(own pid) = %v; want ErrInvalid", err)
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), podEnv+"=1")
+	stdin, _ := cmd.StdinPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { stdin.Close(); _ = cmd.Wait() }()
+	if _, err := Setup(cmd.Process.Pid, testPolicy(), nil); !errors.Is(err, errdefs.ErrInvalid) {
+		t.Fatalf("Setup(pid in the host namespace) = %v; want ErrInvalid", err)
 	}
 	if _, err := Setup(1<<30, testPolicy(), nil); err == nil {
 		t.Errorf("Setup of a missing pid succeeded")
@@ -404,5 +410,4 @@ func TestSetupRefusesHostNamespace(t *testing.T) {
 	if after := hostLinks(t); after != before {
 		t.Errorf("host links changed: %s -> %s", before, after)
 	}
-	_ = strconv.Itoa
 }

@@ -1,0 +1,290 @@
+package layer
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/airlock-dev/airlock/internal/errdefs"
+	"github.com/airlock-dev/airlock/internal/testutil"
+)
+
+// crashEnv carries a crashJob to the helper process TestCrashHelper.
+const crashEnv = "AIRLOCK_TEST_CRASH_JOB"
+
+type crashJob struct {
+	Op      string // "commit" or "undo"
+	Root    Root
+	Changes []Change
+	Journal string
+	Link    bool
+}
+
+// TestCrashHelper is not a test: it is the child process that
+// TestKill9DuringCommitAndUndo kills at a random moment.
+func TestCrashHelper(t *testing.T) {
+	spec := os.Getenv(crashEnv)
+	if spec == "" {
+		t.Skip("helper process for TestKill9DuringCommitAndUndo")
+	}
+	var job crashJob
+	chk(t, json.Unmarshal([]byte(spec), &job))
+	linkFromLayer = job.Link
+	fmt.Println("go")
+	var err error
+	if job.Op == "commit" {
+		_, err = Commit([]Root{job.Root}, job.Changes, job.Journal, nil, CommitOptions{})
+	} else {
+		_, err = Undo(job.Journal, "", false)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(3)
+	}
+	os.Exit(0)
+}
+
+// crashTree is a host tree and a hand-built layer over it: 150 files
+// modified, 25 deleted by whiteout, a deleted directory, 25 files added.
+type crashTree struct {
+	root    Root
+	journal string
+	old     map[string][]byte // host content before
+	new     map[string][]byte // content after a full commit (nil = absent)
+}
+
+func newCrashTree(t *testing.T, rng *rand.Rand) *crashTree {
+	dir := t.TempDir()
+	ct := &crashTree{root: Root{Name: "workspace", Host: filepath.Join(dir, "host"), Upper: filepath.Join(dir, "upper")},
+		journal: filepath.Join(dir, "journal"), old: map[string][]byte{}, new: map[string][]byte{}}
+	fill := func(seed byte, n int) []byte { return bytes.Repeat([]byte{seed}, n) }
+	for i := range 200 {
+		rel := fmt.Sprintf("f%03d", i)
+		ct.old[rel] = fill('o', 1+rng.IntN(64<<10))
+		put(t, filepath.Join(ct.root.Host, rel), string(ct.old[rel]), 0o644)
+		switch {
+		case i < 150:
+			ct.new[rel] = fill('n', 1+rng.IntN(64<<10))
+			put(t, filepath.Join(ct.root.Upper, rel), string(ct.new[rel]), 0o600)
+		case i < 175:
+			ct.new[rel] = nil
+			chk(t, unix.Mknod(filepath.Join(ct.root.Upper, rel), unix.S_IFCHR, 0))
+		default:
+			ct.new[rel] = ct.old[rel]
+		}
+	}
+	for i := range 5 {
+		rel := fmt.Sprintf("olddir/g%d", i)
+		ct.old[rel] = fill('d', 4096)
+		ct.new[rel] = nil
+		put(t, filepath.Join(ct.root.Host, rel), string(ct.old[rel]), 0o644)
+	}
+	chk(t, unix.Mknod(filepath.Join(ct.root.Upper, "olddir"), unix.S_IFCHR, 0))
+	for i := range 25 {
+		rel := fmt.Sprintf("new/a%02d", i)
+		ct.new[rel] = fill('a', 1+rng.IntN(32<<10))
+		put(t, filepath.Join(ct.root.Upper, rel), string(ct.new[rel]), 0o644)
+	}
+	return ct
+}
+
+// outcome classifies the host: "old", "new", or a description of a torn
+// or mixed state.
+func (ct *crashTree) outcome(t *testing.T) string {
+	olds, news := 0, 0
+	for rel := range ct.new {
+		data, err := os.ReadFile(filepath.Join(ct.root.Host, rel))
+		if errors.Is(err, os.ErrNotExist) {
+			data = nil
+		} else if err != nil {
+			return fmt.Sprintf("%s unreadable: %v", rel, err)
+		}
+		isOld, isNew := bytes.Equal(data, ct.old[rel]), bytes.Equal(data, ct.new[rel])
+		switch {
+		case isOld && isNew:
+		case isOld:
+			olds++
+		case isNew:
+			news++
+		default:
+			return fmt.Sprintf("%s is torn (%d bytes)", rel, len(data))
+		}
+	}
+	switch {
+	case news == 0:
+		return "old"
+	case olds == 0:
+		return "new"
+	}
+	return fmt.Sprintf("mixed: %d old, %d new", olds, news)
+}
+
+func (ct *crashTree) leftovers(t *testing.T) []string {
+	var out []string
+	_ = filepath.Walk(ct.root.Host, func(p string, fi os.FileInfo, err error) error {
+		if err == nil && strings.HasPrefix(fi.Name(), ".airlock-") {
+			out = append(out, p)
+		}
+		return nil
+	})
+	return out
+}
+
+// runKilled starts the helper on job and SIGKILLs it after delay (once it
+// has started); it returns whether the helper finished first.
+func runKilled(t *testing.T, job crashJob, delay time.Duration) bool {
+	spec, err := json.Marshal(job)
+	chk(t, err)
+	cmd := exec.Command(os.Args[0], "-test.run=^TestCrashHelper$", "-test.count=1")
+	cmd.Env = append(os.Environ(), crashEnv+"="+string(spec))
+	out, err := cmd.StdoutPipe()
+	chk(t, err)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	chk(t, cmd.Start())
+	line, _ := bufio.NewReader(out).ReadString('\n')
+	if line != "go\n" {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		t.Fatalf("helper did not start: %q %s", line, stderr.String())
+	}
+	time.Sleep(delay)
+	_ = cmd.Process.Signal(syscall.SIGKILL)
+	err = cmd.Wait()
+	if ee, ok := err.(*exec.ExitError); ok && ee.ExitCode() == 3 {
+		t.Fatalf("helper failed: %s", stderr.String())
+	}
+	return err == nil
+}
+
+// TestKill9DuringCommitAndUndo kills a commit, and then an undo, at
+// random moments, many times. After Recover every file must be entirely
+// old or entirely new, the whole tree must be all old or all new, no
+// scratch file may remain, and an undo must bring back the exact tree.
+func TestKill9DuringCommitAndUndo(t *testing.T) {
+	testutil.RequireRoot(t)
+	seed := uint64(time.Now().UnixNano())
+	t.Logf("seed %d", seed)
+	rng := rand.New(rand.NewPCG(seed, 1))
+	full := calibrate(t, rng)
+	iterations := 40
+	if testing.Short() {
+		iterations = 8
+	}
+	counts := map[string]int{}
+	for i := range iterations {
+		ct := newCrashTree(t, rng)
+		before := snapshot(t, ct.root.Host)
+		cs, err := Diff([]Root{ct.root}, DiffOptions{})
+		chk(t, err)
+		job := crashJob{Op: "commit", Root: ct.root, Changes: cs, Journal: ct.journal, Link: i%2 == 0}
+		finished := runKilled(t, job, time.Duration(rng.Int64N(int64(full))))
+		if _, err := Recover(ct.journal); err != nil {
+			t.Fatalf("iteration %d: recover: %v", i, err)
+		}
+		got := ct.outcome(t)
+		counts[fmt.Sprintf("commit finished=%v %s", finished, got)]++
+		if got != "old" && got != "new" {
+			t.Fatalf("iteration %d: after kill and recover the host is %s", i, got)
+		}
+		if left := ct.leftovers(t); len(left) > 0 {
+			t.Fatalf("iteration %d: scratch files left: %v", i, left)
+		}
+		if got == "old" {
+			sameSnapshot(t, "host after a discarded commit", snapshot(t, ct.root.Host), before)
+			continue
+		}
+		if left, _ := Diff([]Root{ct.root}, DiffOptions{}); len(left) != 0 {
+			t.Fatalf("iteration %d: recovered commit left %d changes in the layer", i, len(left))
+		}
+		job.Op = "undo"
+		runKilled(t, job, time.Duration(rng.Int64N(int64(full/2))))
+		if _, err := Recover(ct.journal); err != nil {
+			t.Fatalf("iteration %d: recover undo: %v", i, err)
+		}
+		if infos, _ := ListCommits(ct.journal); len(infos) == 1 && infos[0].State == stateApplied {
+			_, err := Undo(ct.journal, "", false) // the kill came before the undo started
+			chk(t, err)
+		}
+		counts["undo done"]++
+		sameSnapshot(t, fmt.Sprintf("iteration %d: host after undo", i), snapshot(t, ct.root.Host), before)
+	}
+	t.Logf("outcomes: %v", counts)
+}
+
+// calibrate times one complete helper commit, process start excluded.
+func calibrate(t *testing.T, rng *rand.Rand) time.Duration {
+	ct := newCrashTree(t, rng)
+	cs, err := Diff([]Root{ct.root}, DiffOptions{})
+	chk(t, err)
+	start := time.Now()
+	if !runKilled(t, crashJob{Op: "commit", Root: ct.root, Changes: cs, Journal: ct.journal}, 10*time.Second) {
+		t.Fatalf("calibration commit did not finish")
+	}
+	return max(time.Since(start), 20*time.Millisecond)
+}
+
+// TestRecoverDiscardsPreparing: a commit that died while preparing never
+// touched the host and is simply dropped.
+func TestRecoverDiscardsPreparing(t *testing.T) {
+	testutil.RequireRoot(t)
+	dir := t.TempDir()
+	j := &journal{Format: journalFormat, ID: "20260101-000000.000000-abcdef", State: statePreparing,
+		dir: filepath.Join(dir, "20260101-000000.000000-abcdef"),
+		Ops: []op{{Root: "workspace", Path: "x", Host: "/nonexistent", Upper: "/nonexistent", Action: actRemove}}}
+	chk(t, os.MkdirAll(j.dir, 0o700))
+	chk(t, j.save())
+	got, err := Recover(dir)
+	chk(t, err)
+	if len(got) != 1 || got[0] != j.ID || exists(j.dir) {
+		t.Errorf("recover = %v, journal dir exists=%v", got, exists(j.dir))
+	}
+	if got, err := Recover(dir); err != nil || len(got) != 0 {
+		t.Errorf("second recover = %v, %v; want nothing to do", got, err)
+	}
+}
+
+// TestCommitReversedWhenHostChangesMidway: a host directory swapped for a
+// symlink after the backups were taken makes the apply fail; the commit is
+// reversed, nothing is written outside, and the host is as before.
+func TestCommitReversedWhenHostChangesMidway(t *testing.T) {
+	p := newPod(t, func(h string) {
+		put(t, filepath.Join(h, "a.txt"), "a\n", 0o644)
+		put(t, filepath.Join(h, "sub/f"), "f\n", 0o644)
+	})
+	put(t, p.in("a.txt"), "pod a\n", 0o644)
+	put(t, p.in("sub/f"), "pod f\n", 0o644)
+	cs := p.diff()
+	hookAfterPrepare = func() {
+		chk(t, os.Rename(p.host("sub"), filepath.Join(p.outside, "sub.moved")))
+		chk(t, os.Symlink(p.outside, p.host("sub")))
+	}
+	defer func() { hookAfterPrepare = nil }()
+	_, err := p.commit(cs, CommitOptions{})
+	if err == nil || !strings.Contains(err.Error(), "reversed") {
+		t.Fatalf("commit err = %v, want failed and reversed", err)
+	}
+	if readStr(t, p.host("a.txt")) != "a\n" || exists(filepath.Join(p.outside, "f")) {
+		t.Errorf("host not restored, or a file was written outside")
+	}
+	infos, err := ListCommits(p.journal)
+	chk(t, err)
+	if len(infos) != 1 || infos[0].State != stateUndone {
+		t.Errorf("commits = %+v, want one undone", infos)
+	}
+	if _, err := Undo(p.journal, infos[0].ID, false); !errors.Is(err, errdefs.ErrConflict) {
+		t.Errorf("undo of a reversed commit: %v, want conflict", err)
+	}
+}
