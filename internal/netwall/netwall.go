@@ -306,3 +306,12 @@ func (w *Wall) Close() error {
 	})
 	return w.closeErr
 }
+
+// ProxyEnv is the environment that points proxy-aware programs in a
+// filtered pod at the wall's proxy: what Env returns, known before the pod
+// starts so the sandbox spec can carry it.
+func ProxyEnv() []string {
+	w := &Wall{}
+	w.pol.Store(&Policy{Mode: ModeFiltered})
+	return w.Env()
+}

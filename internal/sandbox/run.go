@@ -9,6 +9,7 @@ import (
 	"syscall"
 
 	"github.com/creack/pty"
+	"golang.org/x/sys/unix"
 	"golang.org/x/term"
 )
 
@@ -104,7 +105,18 @@ func runTTY(spec *Spec) (int, error) {
 	if err != nil {
 		return startCode(err), err
 	}
-	go func() { _, _ = io.Copy(ptmx, host) }()
+	stopR, stopW, err := os.Pipe()
+	if err != nil {
+		_ = p.Signal(syscall.SIGKILL)
+		p.Wait()
+		return ExitSetup, fmt.Errorf("creating a pipe: %w", err)
+	}
+	defer stopR.Close()
+	input := make(chan struct{})
+	go func() {
+		copyInput(ptmx, host, stopR)
+		close(input)
+	}()
 	copied := make(chan struct{})
 	go func() {
 		_, _ = io.Copy(out, ptmx) // ends with EIO once the last pod process is gone
@@ -112,5 +124,34 @@ func runTTY(spec *Spec) (int, error) {
 	}()
 	code, err := waitForwarding(p, sigs, resize)
 	<-copied
+	stopW.Close()
+	<-input
 	return code, err
+}
+
+// copyInput copies the host terminal to the pod until stop becomes
+// readable (closed). It reads only when poll says input is there, so it
+// never sits in a read that would hold the terminal or swallow a key
+// typed after the pod ended.
+func copyInput(dst io.Writer, src, stop *os.File) {
+	buf := make([]byte, 4096)
+	fds := []unix.PollFd{{Fd: int32(src.Fd()), Events: unix.POLLIN}, {Fd: int32(stop.Fd()), Events: unix.POLLIN}}
+	for {
+		if _, err := unix.Poll(fds, -1); err != nil && err != unix.EINTR {
+			return
+		}
+		if fds[1].Revents != 0 {
+			return
+		}
+		if fds[0].Revents&(unix.POLLIN|unix.POLLHUP|unix.POLLERR) == 0 {
+			continue
+		}
+		n, err := unix.Read(int(src.Fd()), buf)
+		if n <= 0 || err != nil {
+			return
+		}
+		if _, err := dst.Write(buf[:n]); err != nil {
+			return
+		}
+	}
 }

@@ -31,10 +31,11 @@ func (r *runner) reloadNet() control.Response {
 	if err != nil {
 		return control.Response{Error: err.Error()}
 	}
-	if r.wall == nil {
+	w := r.wall.Load()
+	if w == nil {
 		return control.Response{Error: "this pod runs without a network wall (network.mode host)"}
 	}
-	r.wall.SetPolicy(PolicyFromConfig(cfg.Network))
+	w.SetPolicy(PolicyFromConfig(cfg.Network))
 	r.o.Audit("net.reload", map[string]any{"allow": cfg.Network.Allow, "deny": cfg.Network.Deny}, "ok")
 	return control.Response{OK: true}
 }

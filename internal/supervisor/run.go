@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/airlock-dev/airlock/internal/cgroup"
@@ -68,15 +69,15 @@ func Run(o Options) (int, error) {
 }
 
 type runner struct {
-	o     Options
-	cfg   *config.Config
-	walls map[string]string // wall -> "up" | "downgraded: reason" | "off"
-	spec  *sandbox.Spec
-	hooks []func(pid int) error
-	after []func()
-	group cgroup.Group
-	wall  *netwall.Wall
-	proc  *sandbox.Process
+	o       Options
+	cfg     *config.Config
+	walls   map[string]string // wall -> "up" | "downgraded: reason" | "off"
+	spec    *sandbox.Spec
+	hooks   []func(pid int) error
+	after   []func()
+	group   cgroup.Group
+	wall    atomic.Pointer[netwall.Wall]
+	initPID atomic.Int64 // host pid of the pod's init, once started
 }
 
 func (r *runner) downgraded(wall string) bool {
@@ -95,7 +96,6 @@ func (r *runner) wallFailed(wall string, err error) error {
 }
 
 func (r *runner) run() (int, error) {
-	p := r.o.Pod
 	start := time.Now()
 	if err := r.buildSpec(); err != nil {
 		r.o.Audit("run.start", map[string]any{"args": r.o.Args}, "error: "+err.Error())
@@ -128,6 +128,7 @@ func (r *runner) run() (int, error) {
 }
 
 func (r *runner) onStart(pid int) error {
+	r.initPID.Store(int64(pid))
 	for _, h := range r.hooks {
 		if err := h(pid); err != nil {
 			return err

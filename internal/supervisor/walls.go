@@ -103,20 +103,24 @@ func (r *runner) buildNetwork(v *sandbox.ViewConfig) error {
 		if err != nil {
 			return fmt.Errorf("network wall: %w", err)
 		}
-		r.wall = w
+		r.wall.Store(w)
 		for _, pub := range r.o.Publish {
-			if err := publish(w, pub); err != nil {
+			host, podPort, err := config.ParsePublish(pub)
+			if err != nil {
 				return err
+			}
+			if err := w.Publish(host.String(), int(podPort)); err != nil {
+				return fmt.Errorf("publishing %s: %w", pub, err)
 			}
 		}
 		return nil
 	})
 	if n.Mode == "filtered" {
-		r.spec.Env = append(r.spec.Env, proxyEnv()...)
+		r.spec.Env = append(r.spec.Env, netwall.ProxyEnv()...)
 	}
 	r.after = append(r.after, func() {
-		if r.wall != nil {
-			_ = r.wall.Close()
+		if w := r.wall.Load(); w != nil {
+			_ = w.Close()
 		}
 	})
 	r.walls[WallNetwork] = "up (" + n.Mode + ")"
@@ -150,8 +154,10 @@ func (r *runner) killAll() {
 	if r.group != nil {
 		_ = r.group.Kill()
 	}
-	if r.proc != nil {
-		_ = r.proc.Signal(syscall.SIGKILL)
+	// Killing the pod's init ends its PID namespace: the kernel kills
+	// every process in it. This also covers a pod without a cgroup.
+	if pid := r.initPID.Load(); pid > 0 {
+		_ = syscall.Kill(int(pid), syscall.SIGKILL)
 	}
 }
 
