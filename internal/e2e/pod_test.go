@@ -161,9 +161,9 @@ func TestBadInput(t *testing.T) {
 	e.expect(2, "", "run", "--workspace", "/no/such/dir", "--", "true")
 	// Broken configs name the line; nothing is created.
 	e.write("bad1.yaml", "version: 1\nfilesystem:\n  hidee: [x]\n")
-	e.expect(2, "line 3", "init", "q1", "--config", filepath.Join(e.ws, "bad1.yaml"))
+	e.expect(2, "bad1.yaml:3: unknown field", "init", "q1", "--config", filepath.Join(e.ws, "bad1.yaml"))
 	e.write("bad2.yaml", "version: 1\nresources:\n  memory: lots\n")
-	e.expect(2, "line 3", "init", "q2", "--config", filepath.Join(e.ws, "bad2.yaml"))
+	e.expect(2, "bad2.yaml:3:", "init", "q2", "--config", filepath.Join(e.ws, "bad2.yaml"))
 	bomb := "version: 1\na: &a [\"x\",\"x\",\"x\",\"x\",\"x\",\"x\",\"x\",\"x\",\"x\"]\nb: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]\nc: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]\nd: [*c,*c,*c,*c,*c,*c,*c,*c,*c]\n"
 	e.write("bomb.yaml", bomb)
 	e.expect(2, "", "init", "q3", "--config", filepath.Join(e.ws, "bomb.yaml"))
@@ -201,12 +201,10 @@ func TestAuditVerifyDetectsTampering(t *testing.T) {
 func TestCommitRefusedWhileRunning(t *testing.T) {
 	e := newEnv(t)
 	e.must("init", "p")
-	fifo := filepath.Join(t.TempDir(), "started")
 	done := make(chan result, 1)
 	go func() {
 		done <- e.run("", "run", "p", "-w", "/", "--", "sh", "-c", "echo x > "+e.ws+"/f; sleep 3")
 	}()
-	_ = fifo
 	waitFor(t, func() bool { return strings.Contains(e.run("", "status", "p").stdout, "running") })
 	e.expect(5, "running", "commit", "p")
 	e.expect(5, "running", "rollback", "p")
