@@ -223,7 +223,7 @@ func (r *runner) buildSpec() error {
 		return err
 	}
 	r.spec.Mounts = mounts
-	for _, build := range []func(*sandbox.ViewConfig) error{r.buildSeccomp, r.buildLandlock, r.buildCgroup, r.buildNetwork} {
+	for _, build := range []func(*sandbox.ViewConfig) error{r.buildSeccomp, r.buildLandlock, r.buildCgroup, r.buildNetwork, r.buildVault} {
 		if err := build(&view); err != nil {
 			return err
 		}
