@@ -28,7 +28,7 @@ bw=(bwrap --unshare-pid --unshare-ipc --unshare-uts --unshare-net --die-with-par
 	--cap-drop ALL --hostname warm
 	--ro-bind /usr /usr --ro-bind /etc /etc --symlink usr/bin /bin --symlink usr/lib /lib
 	--symlink usr/lib64 /lib64 --symlink usr/sbin /sbin
-	--overlay-src "$ws" --overlay "$scratch/bw-upper" "$scratch/bw-work" "$ws"
+	--bind "$ws" "$ws"
 	--proc /proc --dev /dev --tmpfs /tmp --tmpfs /run --chdir "$ws" true)
 
 echo "== warm run -- true (airlock vs bwrap)"

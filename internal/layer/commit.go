@@ -489,6 +489,7 @@ func (j *journal) finishApply() error {
 	defer a.close()
 	for i := range j.Ops {
 		if err := a.apply(i, &j.Ops[i]); err != nil {
+			j.FailedAt = &i
 			return fmt.Errorf("applying %s: %w", EscapeName(j.Ops[i].Path), err)
 		}
 	}

@@ -100,6 +100,9 @@ type journal struct {
 	State   string    `json:"state"`
 	Cleaned bool      `json:"cleaned,omitempty"` // upper cleaned after apply
 	Base    string    `json:"base,omitempty"`    // base file to prune after apply
+	// FailedAt is set when an apply failed at that op and the commit is
+	// being reversed: later ops never ran, so only ops up to it are undone.
+	FailedAt *int `json:"failed_at,omitempty"`
 	Ops     []op      `json:"ops"`
 
 	dir string // journalDir/<id>

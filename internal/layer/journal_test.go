@@ -160,9 +160,14 @@ func runKilled(t *testing.T, job crashJob, delay time.Duration) bool {
 		_ = cmd.Wait()
 		t.Fatalf("helper did not start: %q %s", line, stderr.String())
 	}
-	time.Sleep(delay)
-	_ = cmd.Process.Signal(syscall.SIGKILL)
-	err = cmd.Wait()
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err = <-done:
+	case <-time.After(delay):
+		_ = cmd.Process.Signal(syscall.SIGKILL)
+		err = <-done
+	}
 	if ee, ok := err.(*exec.ExitError); ok && ee.ExitCode() == 3 {
 		t.Fatalf("helper failed: %s", stderr.String())
 	}

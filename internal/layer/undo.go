@@ -1,6 +1,7 @@
 package layer
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"slices"
@@ -102,13 +103,21 @@ func (j *journal) runUndo() error {
 	defer unix.Close(bfd)
 	hosts := fdCache{}
 	defer hosts.close()
-	for i := len(j.Ops) - 1; i >= 0; i-- {
+	last := len(j.Ops) - 1
+	if j.FailedAt != nil {
+		last = min(last, *j.FailedAt)
+	}
+	for i := last; i >= 0; i-- {
 		o := &j.Ops[i]
 		hfd, err := hosts.open(o.Host)
 		if err != nil {
 			return err
 		}
-		if err := undoOp(j.ID, i, o, hfd, bfd); err != nil {
+		err = undoOp(j.ID, i, o, hfd, bfd)
+		if err != nil && i == last && j.FailedAt != nil && unreachable(err) {
+			err = nil // the op that failed could not even reach its path
+		}
+		if err != nil {
 			return fmt.Errorf("restoring %s: %w", EscapeName(o.change().Display()), err)
 		}
 	}
@@ -199,7 +208,10 @@ func restoreDirMode(par int, name string, before *entryState) error {
 func removeCreatedParents(j *journal, hosts fdCache) error {
 	type dir struct{ host, rel string }
 	var dirs []dir
-	for _, o := range j.Ops {
+	for i, o := range j.Ops {
+		if j.FailedAt != nil && i > *j.FailedAt {
+			break
+		}
 		for _, p := range o.Parents {
 			dirs = append(dirs, dir{o.Host, p})
 		}
@@ -211,7 +223,7 @@ func removeCreatedParents(j *journal, hosts fdCache) error {
 			return err
 		}
 		par, name, err := openParent(hfd, d.rel)
-		if isAbsent(err) {
+		if unreachable(err) {
 			continue
 		}
 		if err != nil {
@@ -224,6 +236,12 @@ func removeCreatedParents(j *journal, hosts fdCache) error {
 		}
 	}
 	return nil
+}
+
+// unreachable reports a path that cannot be resolved: absent, or a
+// component that is not a directory or is a symlink (never followed).
+func unreachable(err error) bool {
+	return isAbsent(err) || errors.Is(err, unix.ELOOP)
 }
 
 // fdCache holds directory fds of trusted paths (host roots) by path.

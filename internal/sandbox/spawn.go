@@ -111,7 +111,9 @@ func (p *Process) own(spec *Spec, files []*os.File, st chan<- started) {
 	}
 	proc, err := os.StartProcess("/proc/self/exe", []string{"/proc/self/exe", InitArg}, &os.ProcAttr{
 		Files: files,
-		Env:   []string{},
+		// The init reads no environment; this only spares the Go runtime
+		// probing cgroups at start-up, and the init needs one P.
+		Env: []string{"GOMAXPROCS=1"},
 		Sys: &syscall.SysProcAttr{
 			Cloneflags: flags,
 			Pdeathsig:  syscall.SIGKILL,
