@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -260,6 +261,9 @@ func hostState(hostFd int, rel string) (*entryState, error) {
 
 // conflict says why c's host path no longer is what the pod copied, or "".
 func (p *planner) conflict(c Change, fds *rootFds, cur *entryState) (string, error) {
+	if c.Kind == Deleted && cur == nil {
+		return "", nil // already gone: the commit has nothing to overwrite
+	}
 	if rec, ok := p.base.Lookup(c.Root, c.Path); ok {
 		return rec.conflict(cur), nil
 	}
@@ -328,7 +332,7 @@ func takeBackups(j *journal) error {
 }
 
 func backupOp(o *op, i int, hostFd, bfd int) error {
-	o.Parents = missingParents(hostFd, o.Path)
+	o.Made = missingParents(hostFd, o.Path)
 	if o.Before == nil || o.Action == actChmod {
 		return nil
 	}
@@ -341,20 +345,27 @@ func backupOp(o *op, i int, hostFd, bfd int) error {
 	return cloneEntry(par, name, bfd, o.Backup)
 }
 
-// missingParents lists the parent directories of rel absent on the host.
-func missingParents(hostFd int, rel string) []string {
+// missingParents counts the parent directories of rel absent on the host
+// (always the deepest ones: below the first missing, all are missing).
+func missingParents(hostFd int, rel string) int {
 	comps, _ := splitRel(rel)
-	for i := 1; i < len(comps); i++ {
-		st, _ := lstatBeneath(hostFd, strings.Join(comps[:i], "/"))
-		if st == nil {
-			var out []string
-			for k := i; k < len(comps); k++ {
-				out = append(out, strings.Join(comps[:k], "/"))
-			}
-			return out
-		}
+	cur, err := unix.Dup(hostFd)
+	if err != nil {
+		return 0
 	}
-	return nil
+	defer func() { unix.Close(cur) }()
+	for i := 0; i < len(comps)-1; i++ {
+		next, err := openat2Retry(cur, comps[i], unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW)
+		if err == unix.ENOENT {
+			return len(comps) - 1 - i
+		}
+		if err != nil {
+			return 0 // not a directory: an earlier op replaces it, or apply fails
+		}
+		unix.Close(cur)
+		cur = next
+	}
+	return 0
 }
 
 // cloneEntry makes dst in dstDir an exact copy of src in srcDir: a hard
@@ -487,11 +498,17 @@ func (j *journal) reverse(cause error) error {
 func (j *journal) finishApply() error {
 	a := newApplier(j)
 	defer a.close()
-	for i := range j.Ops {
-		if err := a.apply(i, &j.Ops[i]); err != nil {
-			j.FailedAt = &i
-			return fmt.Errorf("applying %s: %w", EscapeName(j.Ops[i].Path), err)
+	for i := 0; i < len(j.Ops); {
+		end := i + 1
+		for end < len(j.Ops) && independent(&j.Ops[end]) && independent(&j.Ops[i]) {
+			end++
 		}
+		if failed, err := a.applyRange(i, end); err != nil {
+			j.FailedAt = &end
+			*j.FailedAt--
+			return fmt.Errorf("applying %s: %w", EscapeName(j.Ops[failed].Path), err)
+		}
+		i = end
 	}
 	if err := a.syncAndRecord(); err != nil {
 		return err
@@ -501,6 +518,76 @@ func (j *journal) finishApply() error {
 		return err
 	}
 	return j.finishClean()
+}
+
+// independent reports an op that touches only its own path: a file or
+// symlink written over anything but a directory. A run of such ops may be
+// applied in any order, so it is spread over a few workers (the copy is
+// bound by per-file latency, not bandwidth).
+func independent(o *op) bool {
+	return o.Action == actWrite && (o.Type == "file" || o.Type == "symlink") &&
+		(o.Before == nil || o.Before.Type != "dir")
+}
+
+// applyWorkers is how many files are written at once.
+const applyWorkers = 4
+
+// applyRange applies ops [i, end); it returns the index of a failed op.
+func (a *applier) applyRange(i, end int) (int, error) {
+	if end-i < 2*applyWorkers {
+		for k := i; k < end; k++ {
+			if err := a.apply(k, &a.j.Ops[k]); err != nil {
+				return k, err
+			}
+		}
+		return 0, nil
+	}
+	for k := i; k < end; k++ {
+		if _, err := a.rootsOf(&a.j.Ops[k]); err != nil { // shared, read-only below
+			return k, err
+		}
+	}
+	a.dropParent()
+	next := make(chan int)
+	errs := make(chan [2]any, applyWorkers)
+	var wg sync.WaitGroup
+	for range applyWorkers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			w := &applier{j: a.j, roots: a.roots, par: -1}
+			defer w.dropParent()
+			for k := range next {
+				if err := w.apply(k, &a.j.Ops[k]); err != nil {
+					errs <- [2]any{k, err}
+					return
+				}
+			}
+		}()
+	}
+	failed, err := feed(next, errs, i, end)
+	wg.Wait()
+	if err == nil {
+		select {
+		case e := <-errs: // a worker failed after the last op was handed out
+			return e[0].(int), e[1].(error)
+		default:
+		}
+	}
+	return failed, err
+}
+
+// feed hands op indices to the workers until done or one fails.
+func feed(next chan<- int, errs <-chan [2]any, i, end int) (int, error) {
+	defer close(next)
+	for k := i; k < end; k++ {
+		select {
+		case next <- k:
+		case e := <-errs:
+			return e[0].(int), e[1].(error)
+		}
+	}
+	return 0, nil
 }
 
 // finishClean removes the committed entries from the upper and forgets
@@ -812,11 +899,6 @@ func (a *applier) writeDir(r *rootFds, par int, name string, o *op, i int) error
 		return &os.PathError{Op: "mkdirat", Path: name, Err: err}
 	}
 	uid, gid := owner(par, o)
-	if o.Before != nil && o.Before.Type != "dir" {
-		var pst unix.Stat_t
-		_ = unix.Fstat(par, &pst)
-		uid, gid = int(pst.Uid), int(pst.Gid)
-	}
 	return a.setDir(r, par, name, o, uid, gid)
 }
 

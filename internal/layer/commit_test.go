@@ -609,3 +609,21 @@ func TestUndoRefusesChangedHost(t *testing.T) {
 		t.Errorf("forced undo did not restore the file")
 	}
 }
+
+// TestCommitLayerParentSwappedForSymlink: a layer directory is replaced by
+// a symlink to an outside directory holding a file of the changed name.
+// Commit must refuse rather than copy the outside file onto the host.
+func TestCommitLayerParentSwappedForSymlink(t *testing.T) {
+	p := newPod(t, nil)
+	put(t, p.in("a/f"), "pod\n", 0o644)
+	cs := p.diff()
+	put(t, filepath.Join(p.outside, "f"), "outside secret\n", 0o600)
+	chk(t, os.RemoveAll(filepath.Join(p.root.Upper, "a")))
+	chk(t, os.Symlink(p.outside, filepath.Join(p.root.Upper, "a")))
+	if _, err := p.commit(cs, CommitOptions{Force: true}); err == nil {
+		t.Errorf("commit through a symlinked layer directory succeeded")
+	}
+	if exists(p.host("a/f")) {
+		t.Errorf("the outside file reached the host")
+	}
+}

@@ -84,9 +84,10 @@ type op struct {
 	Before *entryState `json:"before,omitempty"`
 	Backup string      `json:"backup,omitempty"` // name under backups/
 	After  *entryState `json:"after,omitempty"`  // recorded once applied
-	// Parents lists parent directories (relative paths) this op had to
+	// Made counts the parent directories of Path this op had to create
+	// (the deepest Made ones); undo removes them again when empty.
 	// create on the host; undo removes them again when empty.
-	Parents []string `json:"parents,omitempty"`
+	Made int `json:"made_parents,omitempty"`
 }
 
 func (o *op) change() Change { return Change{Root: o.Root, Path: o.Path, Kind: o.Kind, Type: o.Type} }
@@ -103,7 +104,7 @@ type journal struct {
 	// FailedAt is set when an apply failed at that op and the commit is
 	// being reversed: later ops never ran, so only ops up to it are undone.
 	FailedAt *int `json:"failed_at,omitempty"`
-	Ops     []op      `json:"ops"`
+	Ops      []op `json:"ops"`
 
 	dir string // journalDir/<id>
 }
@@ -121,7 +122,7 @@ func newID(now time.Time) string {
 
 // save writes journal.json atomically and durably.
 func (j *journal) save() error {
-	data, err := json.MarshalIndent(j, "", " ")
+	data, err := json.Marshal(j)
 	if err != nil {
 		return err
 	}
@@ -243,6 +244,7 @@ func ListCommits(journalDir string) ([]CommitInfo, error) {
 // idempotent) and finished; one applied but not yet cleaned gets its upper
 // cleaned; an undo in progress is redone. Callers hold the pod lock.
 func Recover(journalDir string) ([]string, error) {
+	dropUnstarted(journalDir)
 	js, err := loadJournals(journalDir)
 	if err != nil {
 		return nil, err
@@ -258,6 +260,18 @@ func Recover(journalDir string) ([]string, error) {
 		}
 	}
 	return done, nil
+}
+
+// dropUnstarted removes commit directories that never got a journal.json
+// (a crash right after creating them): nothing was backed up or changed.
+func dropUnstarted(journalDir string) {
+	ents, _ := os.ReadDir(journalDir)
+	for _, e := range ents {
+		dir := filepath.Join(journalDir, e.Name())
+		if _, err := os.Lstat(filepath.Join(dir, journalFile)); e.IsDir() && errors.Is(err, os.ErrNotExist) {
+			os.RemoveAll(dir)
+		}
+	}
 }
 
 func recoverOne(j *journal) (bool, error) {

@@ -196,6 +196,7 @@ func TestKill9DuringCommitAndUndo(t *testing.T) {
 		chk(t, err)
 		job := crashJob{Op: "commit", Root: ct.root, Changes: cs, Journal: ct.journal, Link: i%2 == 0}
 		finished := runKilled(t, job, time.Duration(rng.Int64N(int64(full))))
+		counts["killed in state "+journalState(ct.journal)]++
 		if _, err := Recover(ct.journal); err != nil {
 			t.Fatalf("iteration %d: recover: %v", i, err)
 		}
@@ -216,6 +217,7 @@ func TestKill9DuringCommitAndUndo(t *testing.T) {
 		}
 		job.Op = "undo"
 		runKilled(t, job, time.Duration(rng.Int64N(int64(full/2))))
+		counts["undo killed in state "+journalState(ct.journal)]++
 		if _, err := Recover(ct.journal); err != nil {
 			t.Fatalf("iteration %d: recover undo: %v", i, err)
 		}
@@ -227,6 +229,18 @@ func TestKill9DuringCommitAndUndo(t *testing.T) {
 		sameSnapshot(t, fmt.Sprintf("iteration %d: host after undo", i), snapshot(t, ct.root.Host), before)
 	}
 	t.Logf("outcomes: %v", counts)
+}
+
+// journalState is the state of the only journal in dir ("none" without one).
+func journalState(dir string) string {
+	js, err := loadJournals(dir)
+	if err != nil || len(js) == 0 {
+		return "none"
+	}
+	if js[0].State == stateApplied && !js[0].Cleaned {
+		return "applied-uncleaned"
+	}
+	return js[0].State
 }
 
 // calibrate times one complete helper commit, process start excluded.

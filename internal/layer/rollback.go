@@ -6,6 +6,7 @@ import (
 	"os"
 	"path"
 	"slices"
+	"strings"
 
 	"golang.org/x/sys/unix"
 
@@ -276,6 +277,7 @@ func cleanUpper(j *journal) error {
 			return fmt.Errorf("%s: %w", EscapeName(o.change().Display()), err)
 		}
 	}
+	prune := map[*rootFds][]string{}
 	for i := len(j.Ops) - 1; i >= 0; i-- {
 		o := &j.Ops[i]
 		r, err := rootsOf(o)
@@ -284,6 +286,35 @@ func cleanUpper(j *journal) error {
 		}
 		if err != nil {
 			return fmt.Errorf("%s: %w", EscapeName(o.change().Display()), err)
+		}
+		prune[r] = append(prune[r], o.Path)
+	}
+	for r, paths := range prune {
+		if err := pruneAll(r, paths); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// pruneAll prunes each path and its parents once (deepest first), not
+// once per path: a commit of a thousand files in one directory tries that
+// directory once.
+func pruneAll(r *rootFds, paths []string) error {
+	seen := map[string]bool{}
+	var dirs []string
+	for _, p := range paths {
+		for _, d := range []string{p, path.Dir(p)} {
+			if d != "." && !seen[d] {
+				seen[d] = true
+				dirs = append(dirs, d)
+			}
+		}
+	}
+	slices.SortFunc(dirs, func(a, b string) int { return strings.Count(b, "/") - strings.Count(a, "/") })
+	for _, d := range dirs {
+		if err := pruneUpper(r, d); err != nil {
+			return fmt.Errorf("%s: %w", EscapeName(d), err)
 		}
 	}
 	return nil
@@ -309,10 +340,7 @@ func cleanOne(r *rootFds, o *op) error {
 	case !isDir:
 		err = ignoreENOENT(unix.Unlinkat(par, name, 0), "unlinkat", name)
 	}
-	if err != nil {
-		return err
-	}
-	return pruneUpper(r, o.Path)
+	return err
 }
 
 // dropOpaqueIfNothingHidden removes the opaque marker of a committed

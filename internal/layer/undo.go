@@ -114,8 +114,8 @@ func (j *journal) runUndo() error {
 			return err
 		}
 		err = undoOp(j.ID, i, o, hfd, bfd)
-		if err != nil && i == last && j.FailedAt != nil && unreachable(err) {
-			err = nil // the op that failed could not even reach its path
+		if err != nil && j.FailedAt != nil && unreachable(err) {
+			err = nil // reversing a failed apply: this op could not reach its path
 		}
 		if err != nil {
 			return fmt.Errorf("restoring %s: %w", EscapeName(o.change().Display()), err)
@@ -212,11 +212,17 @@ func removeCreatedParents(j *journal, hosts fdCache) error {
 		if j.FailedAt != nil && i > *j.FailedAt {
 			break
 		}
-		for _, p := range o.Parents {
-			dirs = append(dirs, dir{o.Host, p})
+		comps, _ := splitRel(o.Path)
+		for k := len(comps) - o.Made; k < len(comps); k++ {
+			dirs = append(dirs, dir{o.Host, strings.Join(comps[:k], "/")})
 		}
 	}
-	slices.SortFunc(dirs, func(a, b dir) int { return strings.Count(b.rel, "/") - strings.Count(a.rel, "/") })
+	slices.SortFunc(dirs, func(a, b dir) int {
+		if c := strings.Count(b.rel, "/") - strings.Count(a.rel, "/"); c != 0 {
+			return c
+		}
+		return strings.Compare(a.host+"\x00"+a.rel, b.host+"\x00"+b.rel)
+	})
 	for _, d := range slices.Compact(dirs) {
 		hfd, err := hosts.open(d.host)
 		if err != nil {
@@ -229,7 +235,9 @@ func removeCreatedParents(j *journal, hosts fdCache) error {
 		if err != nil {
 			return err
 		}
-		err = removeCreated(par, name)
+		if st, _ := lstatAt(par, name); st != nil && st.Mode&unix.S_IFMT == unix.S_IFDIR {
+			err = removeCreated(par, name)
+		}
 		unix.Close(par)
 		if err != nil {
 			return err

@@ -48,6 +48,7 @@ type Event struct {
 // Wall is the network wall of one running pod.
 type Wall struct {
 	pol    atomic.Pointer[Policy]
+	inj    atomic.Pointer[injector] // the vault's secrets (inject.go); nil = no interception
 	audit  func(Event)
 	thread *nsThread
 	res    *resolver
@@ -303,6 +304,7 @@ func (w *Wall) Close() error {
 		if w.thread != nil {
 			w.thread.stop()
 		}
+		w.forgetSecrets()
 	})
 	return w.closeErr
 }

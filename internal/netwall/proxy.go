@@ -152,6 +152,11 @@ func (w *Wall) handleConnect(c *net.TCPConn, br *bufio.Reader, req *http.Request
 	if _, err := io.WriteString(c, "HTTP/1.1 200 Connection established\r\n\r\n"); err != nil {
 		return
 	}
+	if inj := w.inj.Load(); inj != nil { // the vault's secrets: see inject.go
+		w.serveTunnel(inj, c, br, up, normName(host), &ev, reason)
+		w.report(ev)
+		return
+	}
 	r := startRelay(c, up)
 	_ = c.SetReadDeadline(time.Now().Add(firstBytesTimeout))
 	fb, perr2 := peekFirst(br)
@@ -201,6 +206,13 @@ func (w *Wall) handleForward(c *net.TCPConn, req *http.Request) {
 	if !ok {
 		w.refuse(c, ev, reason)
 		return
+	}
+	if inj := w.inj.Load(); inj != nil { // plain http never carries a secret
+		if s, where := inj.scanRequest(req, normName(host), false); s != nil {
+			w.reportLeak(&ev, s, normName(host), where)
+			w.refuse(c, ev, ev.Reason)
+			return
+		}
 	}
 	up, dst, err := w.dialChecked(addrs, port)
 	if err != nil {
@@ -287,6 +299,11 @@ func (w *Wall) handleTransparent(c *net.TCPConn) {
 		return
 	}
 	defer up.Close()
+	if inj := w.inj.Load(); inj != nil {
+		w.serveTunnel(inj, c, br, up.(*net.TCPConn), normName(hostOnly(fb.name)), &ev, reason)
+		w.report(ev)
+		return
+	}
 	startRelay(c, up.(*net.TCPConn)).finish(br, &ev, reason)
 	w.report(ev)
 }
@@ -359,7 +376,7 @@ func (w *Wall) refuse(c net.Conn, ev Event, reason string) {
 	writeStatus(c, http.StatusForbidden, reason)
 }
 
-func writeStatus(c net.Conn, code int, msg string) {
+func writeStatus(c io.Writer, code int, msg string) {
 	body := "airlock: " + msg + "\n"
 	fmt.Fprintf(c, "HTTP/1.1 %d %s\r\nContent-Type: text/plain\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s",
 		code, http.StatusText(code), len(body), body)

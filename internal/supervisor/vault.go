@@ -1,10 +1,169 @@
 package supervisor
 
-import "github.com/airlock-dev/airlock/internal/sandbox"
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/pem"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/airlock-dev/airlock/internal/netwall"
+	"github.com/airlock-dev/airlock/internal/pod"
+	"github.com/airlock-dev/airlock/internal/sandbox"
+	"github.com/airlock-dev/airlock/internal/vault"
+)
+
+// WallVault names the vault in status.
+const WallVault = "vault"
+
+// podCABundle is where the pod finds its trust store: the host's bundle
+// plus the pod's CA, bound over the usual Debian path.
+const podCABundle = "/etc/ssl/certs/ca-certificates.crt"
+
+// caEnv points common TLS stacks at the pod's bundle.
+var caEnv = []string{"SSL_CERT_FILE", "CURL_CA_BUNDLE", "REQUESTS_CA_BUNDLE", "NODE_EXTRA_CA_CERTS", "GIT_SSL_CAINFO"}
 
 // buildVault hands the pod's secrets to the agent: env-mode values in its
 // environment, proxy-mode placeholders whose real values only the egress
 // proxy substitutes for the bound hosts.
 func (r *runner) buildVault(*sandbox.ViewConfig) error {
+	p := r.o.Pod
+	v := vault.Open(pod.DefaultHome(), p.Name, p.VaultDir())
+	entries, err := v.List()
+	if err != nil {
+		return fmt.Errorf("vault: %w", err)
+	}
+	var handed []vault.Entry
+	for _, e := range entries {
+		if e.Binding.Mode != "" {
+			handed = append(handed, e)
+		}
+	}
+	if len(handed) == 0 {
+		return nil
+	}
+	if err := v.Unlock(VaultPassphrase()); err != nil {
+		return fmt.Errorf("vault: %w", err)
+	}
+	defer v.Close()
+	secrets, envNames, err := r.vaultSecrets(v, handed)
+	if err != nil {
+		return err
+	}
+	if len(secrets) > 0 {
+		if err := r.vaultProxy(v, secrets); err != nil {
+			for _, s := range secrets {
+				clear(s.Value)
+			}
+			return err
+		}
+	}
+	status := fmt.Sprintf("up (%d proxy", len(secrets))
+	if len(envNames) > 0 {
+		status += fmt.Sprintf(", %d env: %s visible to the agent", len(envNames), strings.Join(envNames, ", "))
+		r.o.Audit("vault.env", map[string]any{"secrets": envNames, "note": "env mode: the agent can read these values"}, "warning")
+	}
+	r.walls[WallVault] = status + ")"
 	return nil
+}
+
+// vaultSecrets opens each handed secret: env-mode values go into the
+// spec's environment, proxy-mode ones get a fresh placeholder.
+func (r *runner) vaultSecrets(v *vault.Vault, handed []vault.Entry) ([]netwall.Secret, []string, error) {
+	var secrets []netwall.Secret
+	var envNames []string
+	for _, e := range handed {
+		val, err := v.Get(e.Name)
+		if err != nil {
+			return nil, nil, fmt.Errorf("vault: %w", err)
+		}
+		if e.Binding.Mode == vault.ModeEnv {
+			r.spec.Env = setEnv(r.spec.Env, e.Name, string(val))
+			clear(val)
+			envNames = append(envNames, e.Name)
+			continue
+		}
+		ph := placeholder(e.Name)
+		r.spec.Env = setEnv(r.spec.Env, e.Name, ph)
+		secrets = append(secrets, netwall.Secret{Name: e.Name, Placeholder: ph, Value: val, Hosts: e.Binding.Hosts, Header: e.Binding.Header})
+	}
+	return secrets, envNames, nil
+}
+
+// vaultProxy trusts the pod's CA inside the pod and gives the secrets to
+// the network wall once it is up.
+func (r *runner) vaultProxy(v *vault.Vault, secrets []netwall.Secret) error {
+	if r.cfg.Network.Mode != netwall.ModeFiltered {
+		return fmt.Errorf("vault: proxy-mode secrets need network.mode filtered (the pod's is %q); bind them with --mode env or change the network mode", r.cfg.Network.Mode)
+	}
+	cert, key, err := v.PodCA()
+	if err != nil {
+		return fmt.Errorf("vault: %w", err)
+	}
+	bundle, err := hostBundle()
+	if err != nil {
+		return err
+	}
+	bundle = append(bundle, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Raw})...)
+	path := filepath.Join(r.o.Pod.RunDir(), "ca-bundle.crt")
+	if err := os.WriteFile(path, bundle, 0o644); err != nil {
+		return fmt.Errorf("vault: writing the pod's CA bundle: %w", err)
+	}
+	r.spec.Mounts = append(r.spec.Mounts, sandbox.Mount{Kind: "bind", Source: path, Target: podCABundle, ReadOnly: true, Reason: "the pod's CA bundle (vault proxy mode)"})
+	for _, k := range caEnv {
+		r.spec.Env = setEnv(r.spec.Env, k, podCABundle)
+	}
+	r.hooks = append(r.hooks, func(int) error {
+		w := r.wall.Load()
+		if w == nil {
+			return fmt.Errorf("vault: the network wall is not up; proxy-mode secrets cannot be served")
+		}
+		return w.SetInjection(&netwall.Injection{Secrets: secrets, CACert: cert, CAKey: key})
+	})
+	return nil
+}
+
+// VaultPassphrase returns AIRLOCK_VAULT_PASSPHRASE, or nil when unset.
+func VaultPassphrase() []byte {
+	if s, ok := os.LookupEnv("AIRLOCK_VAULT_PASSPHRASE"); ok {
+		return []byte(s)
+	}
+	return nil
+}
+
+// placeholder is what the agent holds for a proxy-mode secret: new each run.
+func placeholder(name string) string {
+	b := make([]byte, 16)
+	_, _ = rand.Read(b)
+	return "airlock-placeholder-" + name + "-" + hex.EncodeToString(b)
+}
+
+// hostBundle reads the bundle the host's TLS stack trusts.
+func hostBundle() ([]byte, error) {
+	cands := []string{"/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt", "/etc/ssl/ca-bundle.pem", "/etc/ssl/cert.pem"}
+	if f := os.Getenv("SSL_CERT_FILE"); f != "" {
+		cands = []string{f}
+	}
+	for _, f := range cands {
+		if b, err := os.ReadFile(f); err == nil {
+			if len(b) > 0 && b[len(b)-1] != '\n' {
+				b = append(b, '\n')
+			}
+			return b, nil
+		}
+	}
+	return nil, fmt.Errorf("vault: no host CA bundle found (tried %s); set SSL_CERT_FILE", strings.Join(cands, ", "))
+}
+
+// setEnv sets k in a KEY=VALUE list, replacing an earlier value.
+func setEnv(env []string, k, v string) []string {
+	for i, kv := range env {
+		if strings.HasPrefix(kv, k+"=") {
+			env[i] = k + "=" + v
+			return env
+		}
+	}
+	return append(env, k+"="+v)
 }

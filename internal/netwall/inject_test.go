@@ -1,0 +1,203 @@
+package netwall
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"io"
+	"math/big"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/airlock-dev/airlock/internal/testutil"
+)
+
+const (
+	injValue = "canary-real-value-7c1e9a"
+	injPH    = "airlock-placeholder-API_KEY-0123456789abcdef"
+	injPH2   = "airlock-placeholder-TEMPLATED-fedcba9876543210"
+)
+
+// recorder is the bound host's HTTPS server: it keeps what it received.
+type recorder struct {
+	mu  sync.Mutex
+	got []string // "header|query|body" per request
+}
+
+func (r *recorder) ServeHTTP(w http.ResponseWriter, req *http.Request) {
+	body, _ := io.ReadAll(req.Body)
+	r.mu.Lock()
+	r.got = append(r.got, req.Host+"|"+req.Header.Get("Authorization")+"|"+req.Header.Get("X-Api-Key")+"|"+req.URL.RawQuery+"|"+string(body))
+	r.mu.Unlock()
+	io.WriteString(w, "ok\n")
+}
+
+func (r *recorder) all() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return strings.Join(r.got, "\n")
+}
+
+func newTestCA(t testing.TB) (*x509.Certificate, *ecdsa.PrivateKey) {
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(7), Subject: pkix.Name{CommonName: "test pod CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IsCA: true, BasicConstraintsValid: true, MaxPathLenZero: true, KeyUsage: x509.KeyUsageCertSign}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, _ := x509.ParseCertificate(der)
+	return c, key
+}
+
+type injEnv struct {
+	inet   *internet
+	pod    *testPod
+	wall   *Wall
+	log    *auditLog
+	rec    *recorder
+	podCAs *x509.CertPool // what the pod trusts: its CA only
+	upPool *x509.CertPool // the upstream server's root
+}
+
+// newInjEnv serves the recorder on 198.18.0.2:8443 (allowed.test and
+// www.allowed.test resolve there) and binds API_KEY to allowed.test.
+func newInjEnv(t testing.TB, trustUpstream bool) *injEnv {
+	testutil.RequireRoot(t)
+	e := &injEnv{inet: newInternet(t), pod: startPod(t), log: &auditLog{}, rec: &recorder{}}
+	cert, upPool, err := selfSigned()
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, _, err := e.inet.listen("tcp4", "198.18.0.2:8443")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: e.rec, TLSConfig: &tls.Config{Certificates: []tls.Certificate{cert}}}
+	go srv.Serve(tls.NewListener(l, srv.TLSConfig))
+	t.Cleanup(func() { srv.Close() })
+	pol := testPolicy()
+	pol.Ports = []int{80, 443, 8443}
+	if e.wall, err = Setup(e.pod.pid(), pol, e.log.add); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.wall.Close() })
+	e.upPool = upPool
+	if !trustUpstream {
+		upPool = x509.NewCertPool()
+	}
+	ca, caKey := newTestCA(t)
+	e.podCAs = x509.NewCertPool()
+	e.podCAs.AddCert(ca)
+	err = e.wall.SetInjection(&Injection{CACert: ca, CAKey: caKey, Roots: upPool, Secrets: []Secret{
+		{Name: "API_KEY", Placeholder: injPH, Value: []byte(injValue), Hosts: []string{"allowed.test"}},
+		{Name: "TEMPLATED", Placeholder: injPH2, Value: []byte(injValue + "-2"), Hosts: []string{"allowed.test"}, Header: "X-Api-Key: k={}"},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+func (e *injEnv) do(t *testing.T, method, url, body string, hdr ...string) (int, string) {
+	t.Helper()
+	req, _ := http.NewRequest(method, url, strings.NewReader(body))
+	for i := 0; i+1 < len(hdr) && hdr[i] != ""; i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
+	}
+	resp, err := e.pod.client(e.podCAs, true).Do(req)
+	if err != nil {
+		return 0, err.Error()
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+func TestInjectionSwapsOnlyForBoundHost(t *testing.T) {
+	e := newInjEnv(t, true)
+	code, body := e.do(t, "GET", "https://allowed.test:8443/x?key="+injPH, "", "Authorization", "Bearer "+injPH)
+	if code != 200 {
+		t.Fatalf("bound request: %d %s\n%s", code, body, e.log.dump())
+	}
+	got := e.rec.all()
+	want := "allowed.test:8443|Bearer " + injValue + "|k=" + injValue + "-2|key=" + injValue + "|"
+	if got != want {
+		t.Fatalf("server received %q, want %q", got, want)
+	}
+	if _, ok := e.log.find("secret", "allow", "API_KEY", "allowed.test"); !ok {
+		t.Errorf("use of API_KEY not audited:\n%s", e.log.dump())
+	}
+	// The attacker sends the placeholder to another allowed host: in a
+	// header, in the URL, in the body, and over plain http.
+	for _, c := range []struct{ method, url, body, hk, hv string }{
+		{"GET", "https://www.allowed.test:8443/", "", "Authorization", "Bearer " + injPH},
+		{"GET", "https://www.allowed.test:8443/?q=" + injPH, "", "", ""},
+		{"POST", "https://www.allowed.test:8443/", "token=" + injPH, "", ""},
+		{"GET", "http://allowed.test/", "", "X-Token", injPH},
+	} {
+		code, body := e.do(t, c.method, c.url, c.body, c.hk, c.hv)
+		if code != http.StatusForbidden {
+			t.Errorf("%s %s with placeholder: status %d %q, want 403", c.method, c.url, code, body)
+		}
+	}
+	if got2 := e.rec.all(); got2 != got {
+		t.Errorf("a blocked request reached the server: %q", got2)
+	}
+	if _, ok := e.log.find("leak", "deny", "API_KEY", "www.allowed.test"); !ok {
+		t.Errorf("leak not audited:\n%s", e.log.dump())
+	}
+	if strings.Contains(e.log.dump(), injValue) {
+		t.Errorf("secret value in the audit events:\n%s", e.log.dump())
+	}
+}
+
+func TestInjectionRefusesUntrustedUpstream(t *testing.T) {
+	e := newInjEnv(t, false)
+	code, body := e.do(t, "GET", "https://allowed.test:8443/", "", "Authorization", "Bearer "+injPH)
+	if code != http.StatusBadGateway || !strings.Contains(body, "not trusted") {
+		t.Fatalf("untrusted upstream: %d %q, want 502", code, body)
+	}
+	if got := e.rec.all(); got != "" {
+		t.Fatalf("request reached an unverified server: %q", got)
+	}
+}
+
+// BenchmarkInjection compares one keep-alive HTTPS request through a plain
+// CONNECT tunnel with the same request through the injecting proxy
+// (client TLS terminated, placeholder swapped, upstream TLS verified).
+func BenchmarkInjection(b *testing.B) {
+	for _, mode := range []string{"connect-tunnel", "inject"} {
+		b.Run(mode, func(b *testing.B) {
+			e := newInjEnv(b, true)
+			pool := e.podCAs
+			if mode == "connect-tunnel" {
+				e.wall.SetInjection(nil)
+				pool = e.upPool
+			}
+			c := e.pod.client(pool, true)
+			c.Transport.(*http.Transport).DisableKeepAlives = false
+			get := func() {
+				req, _ := http.NewRequest("GET", "https://allowed.test:8443/x", nil)
+				req.Header.Set("Authorization", "Bearer "+injPH)
+				resp, err := c.Do(req)
+				if err != nil {
+					b.Fatal(err)
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+			}
+			get() // the tunnel and both handshakes
+			for b.Loop() {
+				get()
+			}
+		})
+	}
+}

@@ -1,0 +1,262 @@
+// Package vault keeps a pod's secrets sealed on disk and hands them to the
+// supervisor, never to the agent directly.
+//
+// Layout under the pod's vault directory:
+//
+//	key.json            the pod's data key, wrapped (host key or passphrase)
+//	secrets/NAME.json   one sealed secret with its binding and dates
+//	ca.json             the pod's TLS interception CA (key sealed)
+//
+// Invariants:
+//   - No plaintext value or key is ever written: every value is sealed with
+//     XChaCha20-Poly1305 under the pod's data key, and the data key is
+//     itself sealed under the host key ($AIRLOCK_HOME/vault.key) or a key
+//     derived from a passphrase with argon2id.
+//   - The associated data of a sealed value names the pod, the secret and
+//     its binding: a ciphertext moved to another key, pod or binding fails
+//     to open instead of being used there.
+//   - Every file is written atomically (temp + fsync + rename, 0600).
+//   - Errors name the secret, never its value.
+package vault
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/airlock-dev/airlock/internal/errdefs"
+)
+
+// Modes of handing a secret to the agent.
+const (
+	// ModeProxy gives the agent a placeholder; only the egress proxy
+	// swaps it for the value, and only in requests to the bound hosts.
+	ModeProxy = "proxy"
+	// ModeEnv puts the value itself in the agent's environment (weaker).
+	ModeEnv = "env"
+)
+
+// Binding says how a secret reaches the agent. The zero value keeps the
+// secret in the vault without handing it to any run.
+type Binding struct {
+	Mode   string   `json:"mode,omitempty"`
+	Hosts  []string `json:"hosts,omitempty"`
+	Header string   `json:"header,omitempty"` // "Name: text with {} for the value"
+}
+
+// Entry is what may be shown about a secret: never its value.
+type Entry struct {
+	Name    string    `json:"name"`
+	Binding Binding   `json:"binding"`
+	Created time.Time `json:"created"`
+	Updated time.Time `json:"updated"`
+}
+
+// record is one secrets/NAME.json file.
+type record struct {
+	Version int       `json:"v"`
+	Name    string    `json:"name"`
+	Binding Binding   `json:"binding"`
+	Created time.Time `json:"created"`
+	Updated time.Time `json:"updated"`
+	Nonce   []byte    `json:"nonce"`
+	Sealed  []byte    `json:"sealed"`
+}
+
+// Vault is one pod's vault. Listing needs no key; reading and writing
+// values need Unlock first.
+type Vault struct {
+	home, pod, dir string
+	dataKey        []byte
+}
+
+// Open returns the vault of pod podName stored in dir; home is
+// $AIRLOCK_HOME, where the host key lives. Nothing is read yet.
+func Open(home, podName, dir string) *Vault {
+	return &Vault{home: home, pod: podName, dir: dir}
+}
+
+var nameRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,127}$`)
+
+// ValidName checks a secret name: an environment variable name.
+func ValidName(name string) error {
+	if !nameRE.MatchString(name) {
+		return errdefs.Invalid("secret name %q: use letters, digits and _ (an environment variable name, at most 128 characters)", name)
+	}
+	return nil
+}
+
+// ValidBinding checks a binding before it is stored.
+func ValidBinding(b Binding) error {
+	switch b.Mode {
+	case "", ModeEnv:
+	case ModeProxy:
+		if len(b.Hosts) == 0 {
+			return errdefs.Invalid("proxy mode needs at least one --host")
+		}
+	default:
+		return errdefs.Invalid("mode %q: use proxy or env", b.Mode)
+	}
+	for _, h := range b.Hosts {
+		if h == "" || strings.ContainsAny(h, " /:@*\x00") || h != strings.ToLower(h) {
+			return errdefs.Invalid("host %q: give a lower-case host name such as api.example.com", h)
+		}
+	}
+	if b.Header != "" {
+		name, tmpl, ok := strings.Cut(b.Header, ":")
+		if !ok || strings.TrimSpace(name) == "" || strings.ContainsAny(name, " \t\r\n") || !strings.Contains(tmpl, "{}") || strings.ContainsAny(tmpl, "\r\n") {
+			return errdefs.Invalid("header %q: use 'Name: text with {} where the value goes'", b.Header)
+		}
+	}
+	return nil
+}
+
+func (v *Vault) secretsDir() string            { return filepath.Join(v.dir, "secrets") }
+func (v *Vault) recordPath(name string) string { return filepath.Join(v.secretsDir(), name+".json") }
+
+// List returns the secrets, sorted by name. It needs no key.
+func (v *Vault) List() ([]Entry, error) {
+	des, err := os.ReadDir(v.secretsDir())
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("listing the vault of pod %s: %w", v.pod, err)
+	}
+	var out []Entry
+	for _, de := range des {
+		name, ok := strings.CutSuffix(de.Name(), ".json")
+		if !ok || ValidName(name) != nil {
+			continue
+		}
+		rec, err := v.readRecord(name)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, Entry{Name: rec.Name, Binding: rec.Binding, Created: rec.Created, Updated: rec.Updated})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, nil
+}
+
+func (v *Vault) readRecord(name string) (*record, error) {
+	if err := ValidName(name); err != nil {
+		return nil, err
+	}
+	b, err := readFileNoFollow(v.recordPath(name))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, errdefs.NotFound("secret %s is not in the vault of pod %s; add it with airlock vault %s set %s", name, v.pod, v.pod, name)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading secret %s: %w", name, err)
+	}
+	var rec record
+	if err := json.Unmarshal(b, &rec); err != nil || rec.Version != 1 || rec.Name != name {
+		return nil, fmt.Errorf("secret %s of pod %s is damaged (unreadable record); set it again", name, v.pod)
+	}
+	return &rec, nil
+}
+
+// Set stores value under name, keeping an existing binding.
+func (v *Vault) Set(name string, value []byte) error {
+	rec, err := v.readRecord(name)
+	if errors.Is(err, errdefs.ErrNotFound) {
+		now := time.Now().UTC()
+		rec, err = &record{Version: 1, Name: name, Created: now}, nil
+	}
+	if err != nil {
+		return err
+	}
+	return v.seal(rec, value)
+}
+
+// seal encrypts value into rec (with rec's binding in the associated data)
+// and writes it.
+func (v *Vault) seal(rec *record, value []byte) error {
+	if v.dataKey == nil {
+		return errors.New("vault is locked: call Unlock first")
+	}
+	nonce, sealed, err := sealBytes(v.dataKey, value, v.secretAD(rec.Name, rec.Binding))
+	if err != nil {
+		return fmt.Errorf("sealing secret %s: %w", rec.Name, err)
+	}
+	rec.Nonce, rec.Sealed, rec.Updated = nonce, sealed, time.Now().UTC()
+	b, err := json.MarshalIndent(rec, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(v.secretsDir(), 0o700); err != nil {
+		return fmt.Errorf("creating the vault of pod %s: %w", v.pod, err)
+	}
+	return writeAtomic(v.recordPath(rec.Name), b)
+}
+
+// secretAD binds a ciphertext to its pod, name and binding.
+func (v *Vault) secretAD(name string, b Binding) []byte {
+	hosts := slices.Clone(b.Hosts)
+	sort.Strings(hosts)
+	return []byte(strings.Join([]string{"airlock-vault-secret-v1", v.pod, name, b.Mode, strings.Join(hosts, ","), b.Header}, "\x00"))
+}
+
+// Get returns the value of name. The caller should clear it after use.
+func (v *Vault) Get(name string) ([]byte, error) {
+	rec, err := v.readRecord(name)
+	if err != nil {
+		return nil, err
+	}
+	return v.open(rec)
+}
+
+func (v *Vault) open(rec *record) ([]byte, error) {
+	if v.dataKey == nil {
+		return nil, errors.New("vault is locked: call Unlock first")
+	}
+	val, err := openBytes(v.dataKey, rec.Nonce, rec.Sealed, v.secretAD(rec.Name, rec.Binding))
+	if err != nil {
+		return nil, fmt.Errorf("secret %s of pod %s does not open: the file was altered, moved from another secret or pod, or sealed under another key; set it again", rec.Name, v.pod)
+	}
+	return val, nil
+}
+
+// Bind changes how name reaches the agent; the value is resealed so the
+// new binding is authenticated with it.
+func (v *Vault) Bind(name string, b Binding) error {
+	if err := ValidBinding(b); err != nil {
+		return err
+	}
+	rec, err := v.readRecord(name)
+	if err != nil {
+		return err
+	}
+	val, err := v.open(rec)
+	if err != nil {
+		return err
+	}
+	defer clear(val)
+	rec.Binding = b
+	return v.seal(rec, val)
+}
+
+// Remove deletes name from the vault.
+func (v *Vault) Remove(name string) error {
+	if _, err := v.readRecord(name); err != nil {
+		return err
+	}
+	if err := os.Remove(v.recordPath(name)); err != nil {
+		return fmt.Errorf("removing secret %s: %w", name, err)
+	}
+	return syncDir(v.secretsDir())
+}
+
+// Close forgets the data key.
+func (v *Vault) Close() {
+	clear(v.dataKey)
+	v.dataKey = nil
+}
