@@ -220,8 +220,11 @@ func TestV1OOMKill(t *testing.T) {
 	if s.MemoryLimit != 64<<20 {
 		t.Errorf("MemoryLimit = %d, want %d", s.MemoryLimit, 64<<20)
 	}
-	if s.MemoryPeak < 32<<20 || s.MemoryPeak > 64<<20 {
-		t.Errorf("MemoryPeak = %d, want between 32 MiB and the 64 MiB limit", s.MemoryPeak)
+	// v1's max_usage_in_bytes may pass the limit by the pages charged
+	// while reclaim and the OOM killer run (seen: limit + 4 KiB); a
+	// balloon that escaped the limit would be far beyond one MiB over.
+	if s.MemoryPeak < 32<<20 || s.MemoryPeak > 65<<20 {
+		t.Errorf("MemoryPeak = %d, want between 32 MiB and the 64 MiB limit (+1 MiB charge slack)", s.MemoryPeak)
 	}
 }
 

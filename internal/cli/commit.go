@@ -16,7 +16,7 @@ import (
 func init() { commands = append(commands, newCommitCmd) }
 
 type commitFlags struct {
-	exclude                                []string
+	exclude                             []string
 	rollbackRest, dryRun, asJSON, force bool
 }
 
