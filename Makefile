@@ -1,5 +1,6 @@
 # Airlock — build, demo, test. Everything runs as root on Linux.
-GO      ?= go
+# Go from PATH, else where this kind of machine keeps it.
+GO      ?= $(or $(shell command -v go 2>/dev/null),/usr/local/go/bin/go)
 BIN     := bin/airlock
 PKGS    := ./...
 export CGO_ENABLED := 0
