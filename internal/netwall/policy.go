@@ -35,7 +35,9 @@ func (p Policy) normalized() Policy {
 		DNSMode:      p.DNSMode,
 		Ports:        slices.Clone(p.Ports),
 		AllowPrivate: slices.Clone(p.AllowPrivate),
-		Upstream:     slices.Clone(p.Upstream),
+	}
+	for _, u := range p.Upstream {
+		q.Upstream = append(q.Upstream, upstreamAddr(u))
 	}
 	if q.Mode == "" {
 		q.Mode = ModeFiltered
@@ -53,6 +55,15 @@ func (p Policy) normalized() Policy {
 		q.Deny = append(q.Deny, normName(n))
 	}
 	return q
+}
+
+// upstreamAddr gives a resolver named without a port (as config and
+// resolv.conf name them) the DNS port: "192.0.2.53" -> "192.0.2.53:53".
+func upstreamAddr(s string) string {
+	if a, err := netip.ParseAddr(strings.TrimSpace(s)); err == nil {
+		return netip.AddrPortFrom(a, 53).String()
+	}
+	return strings.TrimSpace(s)
 }
 
 // normName lower-cases a host name and drops one trailing dot, the two

@@ -15,7 +15,6 @@ import (
 	"time"
 	"unsafe"
 
-	"github.com/airlock-dev/airlock/internal/errdefs"
 	"golang.org/x/sys/unix"
 )
 
@@ -434,44 +433,4 @@ func getsockopt(fd uintptr, level, opt int, p unsafe.Pointer, size uintptr) erro
 
 func ntohs(p uint16) uint16 {
 	return binary.BigEndian.Uint16((*[2]byte)(unsafe.Pointer(&p))[:])
-}
-
-// Publish makes the pod's 127.0.0.1:podPort reachable at hostAddr on the
-// host (default 127.0.0.1:podPort). The host socket is in the host's
-// namespace; each forwarded connection is made from a socket created
-// inside the pod's namespace.
-func (w *Wall) Publish(hostAddr string, podPort int) error {
-	if podPort <= 0 || podPort > 65535 {
-		return errdefs.Invalid("publish port %d: use 1-65535", podPort)
-	}
-	if hostAddr == "" {
-		hostAddr = "127.0.0.1:" + strconv.Itoa(podPort)
-	}
-	l, err := net.Listen("tcp", hostAddr)
-	if err != nil {
-		return fmt.Errorf("publishing pod port %d on %s (is the address free?): %w", podPort, hostAddr, err)
-	}
-	w.mu.Lock()
-	if w.closed {
-		w.mu.Unlock()
-		l.Close()
-		return fmt.Errorf("publishing pod port %d: %w", podPort, errdefs.ErrConflict)
-	}
-	w.listeners = append(w.listeners, l)
-	w.mu.Unlock()
-	target := "127.0.0.1:" + strconv.Itoa(podPort)
-	w.goServe(func() {
-		w.acceptLoop(l, func(c *net.TCPConn) {
-			up, err := w.dialInPod(target)
-			if err != nil {
-				return
-			}
-			defer up.Close()
-			r := startRelay(c, up)
-			_, _ = io.Copy(up, c)
-			_ = up.CloseWrite()
-			<-r.down
-		})
-	})
-	return nil
 }

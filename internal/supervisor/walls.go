@@ -89,10 +89,25 @@ func (r *runner) buildNetwork(v *sandbox.ViewConfig) error {
 		r.walls[WallNetwork] = "OFF (network.mode: host — the pod shares the host's network)"
 		r.o.Warn("network.mode is host: the pod can reach every address the host can")
 		r.o.Audit("wall.network", map[string]any{"mode": "host"}, "warning")
+		if len(r.o.Publish) > 0 {
+			r.o.Warn("-p is ignored in network.mode host: the pod's servers are already on the host's network")
+		}
 		return nil
 	}
 	r.spec.NewNet = true
 	pol := PolicyFromConfig(n)
+	type publication struct {
+		host    netip.AddrPort
+		podPort int
+	}
+	var pubs []publication
+	for _, spec := range append(append([]string{}, n.Publish...), r.o.Publish...) {
+		host, podPort, err := netwall.ParsePublish(spec)
+		if err != nil {
+			return err
+		}
+		pubs = append(pubs, publication{host, podPort})
+	}
 	resolv := filepath.Join(r.o.Pod.RunDir(), "resolv.conf")
 	if err := os.WriteFile(resolv, netwall.ResolvConf(), 0o644); err != nil {
 		return fmt.Errorf("writing the pod's resolv.conf: %w", err)
@@ -104,13 +119,9 @@ func (r *runner) buildNetwork(v *sandbox.ViewConfig) error {
 			return fmt.Errorf("network wall: %w", err)
 		}
 		r.wall.Store(w)
-		for _, pub := range r.o.Publish {
-			host, podPort, err := config.ParsePublish(pub)
-			if err != nil {
+		for _, pub := range pubs {
+			if err := w.Publish(pub.host.String(), pub.podPort); err != nil {
 				return err
-			}
-			if err := w.Publish(host.String(), int(podPort)); err != nil {
-				return fmt.Errorf("publishing %s: %w", pub, err)
 			}
 		}
 		return nil
