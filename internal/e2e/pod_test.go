@@ -213,3 +213,21 @@ func TestCommitRefusedWhileRunning(t *testing.T) {
 	}
 	e.must("commit", "p")
 }
+
+// A person inside the pod lists / and finds the host's layout; the root
+// stays read-only.
+func TestListRootInsidePod(t *testing.T) {
+	e := newEnv(t)
+	r := e.run("", "run", "--", "sh", "-c", "ls /; touch /x 2>/dev/null && echo WROTE-ROOT; true")
+	if r.code != 0 {
+		t.Fatalf("ls /: exit %d: %s", r.code, r.stderr)
+	}
+	for _, want := range []string{"usr\n", "tmp\n", "etc\n"} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("ls / lacks %q:\nstdout: %s\nstderr: %s", want, r.stdout, r.stderr)
+		}
+	}
+	if strings.Contains(r.stdout, "WROTE-ROOT") {
+		t.Errorf("the pod could create a file in /")
+	}
+}

@@ -91,7 +91,12 @@ func applyLandlock(l *sandbox.LandlockSpec) error {
 		}
 		return fail(sandbox.ClassUnsupported, "Landlock is not available in this kernel (%v); enable it (CONFIG_SECURITY_LANDLOCK, lsm=landlock) or run with --downgrade landlock; run airlock doctor", err)
 	}
-	var rules []landlock.Rule
+	// Listing "/" (and the empty mount-point directories the view creates
+	// on its read-only root tmpfs, e.g. /home above a workspace) must work:
+	// tools call readdir there. The right is hierarchical, but it only lists
+	// names, and every name under "/" is one the mount plan chose to show;
+	// reading, writing and executing stay limited to the paths below.
+	rules := []landlock.Rule{landlock.PathAccess(llsys.AccessFSReadDir, "/")}
 	if len(l.ReadOnly) > 0 {
 		rules = append(rules, landlock.PathAccess(llsys.AccessFSReadFile|llsys.AccessFSReadDir, l.ReadOnly...).IgnoreIfMissing())
 	}
