@@ -13,6 +13,7 @@ import (
 
 	"github.com/airlock-dev/airlock/internal/config"
 	"github.com/airlock-dev/airlock/internal/errdefs"
+	"github.com/airlock-dev/airlock/internal/netwall"
 	"github.com/airlock-dev/airlock/internal/pod"
 	"github.com/airlock-dev/airlock/internal/supervisor"
 )
@@ -100,6 +101,11 @@ func runPod(cmd *cobra.Command, f *runFlags, name string, argv []string) error {
 	}
 	if err := applyRunFlags(p.Config, f); err != nil {
 		return &exitError{exitUsage, err.Error()}
+	}
+	for _, pub := range f.publish {
+		if _, _, err := netwall.ParsePublish(pub); err != nil {
+			return &exitError{exitUsage, "-p: " + err.Error()}
+		}
 	}
 	for _, kv := range f.env {
 		if k, _, ok := strings.Cut(kv, "="); !ok || k == "" {
