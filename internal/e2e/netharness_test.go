@@ -23,6 +23,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -34,15 +35,19 @@ import (
 )
 
 // inet is a test's own internet: a network namespace joined to the host's
-// by a veth pair in a random /29 of 198.19.0.0/16 (benchmarking range, so
-// nothing real is ever reached, and another package's test internet in
-// 198.18.0.0/24 does not collide). It serves HTTP :80 and HTTPS :443 on
-// web and other, and an authoritative DNS server on web:53 that records
-// every question it is asked.
+// by a veth pair in a random /29 of 198.19.0.0/16 and a /64 of 2001:2::/48
+// (the IPv4 and IPv6 benchmarking ranges, so nothing real is ever reached,
+// and another package's test internet in 198.18.0.0/24 does not collide).
+// It serves HTTP :80 and HTTPS :443 on web, web6 and other, an
+// authoritative DNS server on web:53 that records every question it is
+// asked, and counts what reaches it that no pod may send: anything on port
+// 9999 and ICMP echo requests.
 type inet struct {
 	t          *testing.T
 	host       netip.Addr // the host's side of the veth
 	web, other netip.Addr // the internet's two servers
+	host6      netip.Addr // the host's side of the veth, IPv6
+	web6       netip.Addr // web's IPv6 address
 	link       string
 	certPEM    []byte
 
@@ -52,7 +57,7 @@ type inet struct {
 
 	mu     sync.Mutex
 	seen   []string // question names the DNS server received
-	strays int      // UDP datagrams and TCP connections the sinks received
+	strays int      // UDP datagrams, TCP connections and pings the sinks received
 }
 
 // newInet builds the test internet and registers its teardown.
@@ -64,6 +69,8 @@ func newInet(t *testing.T) *inet {
 		host:  netip.AddrFrom4([4]byte{198, 19, byte(block), 1}),
 		web:   netip.AddrFrom4([4]byte{198, 19, byte(block), 2}),
 		other: netip.AddrFrom4([4]byte{198, 19, byte(block), 3}),
+		host6: netip.AddrFrom16([16]byte{0x20, 0x01, 0, 2, 0, byte(block), 14: 0, 15: 1}),
+		web6:  netip.AddrFrom16([16]byte{0x20, 0x01, 0, 2, 0, byte(block), 14: 0, 15: 2}),
 		link:  fmt.Sprintf("alnt%d", mrand.IntN(1_000_000)),
 		work:  make(chan func()),
 	}
@@ -122,8 +129,10 @@ func (n *inet) wire() error {
 	if err != nil {
 		return err
 	}
-	if err := netlink.AddrAdd(hl, prefixAddr(n.host)); err != nil {
-		return err
+	for _, a := range []netip.Addr{n.host, n.host6} {
+		if err := netlink.AddrAdd(hl, prefixAddr(a)); err != nil {
+			return err
+		}
 	}
 	if err := netlink.LinkSetUp(hl); err != nil {
 		return err
@@ -139,7 +148,7 @@ func (n *inet) wire() error {
 			return err
 		}
 		if name == peer {
-			for _, a := range []netip.Addr{n.web, n.other} {
+			for _, a := range []netip.Addr{n.web, n.other, n.web6} {
 				if err := h.AddrAdd(l, prefixAddr(a)); err != nil {
 					return err
 				}
@@ -152,7 +161,12 @@ func (n *inet) wire() error {
 	return nil
 }
 
+// prefixAddr is a in its /29 (IPv4) or /64 (IPv6, usable at once: no
+// duplicate address detection).
 func prefixAddr(a netip.Addr) *netlink.Addr {
+	if a.Is6() {
+		return &netlink.Addr{IPNet: &net.IPNet{IP: a.AsSlice(), Mask: net.CIDRMask(64, 128)}, Flags: unix.IFA_F_NODAD}
+	}
 	return &netlink.Addr{IPNet: &net.IPNet{IP: a.AsSlice(), Mask: net.CIDRMask(29, 32)}}
 }
 
@@ -174,16 +188,20 @@ func (n *inet) serve() error {
 	if err != nil {
 		return err
 	}
-	for _, a := range []netip.Addr{n.web, n.other} {
+	for _, a := range []netip.Addr{n.web, n.other, n.web6} {
 		who := "web"
 		if a == n.other {
 			who = "other"
+		}
+		network := "tcp4"
+		if a.Is6() {
+			network = "tcp6"
 		}
 		h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			fmt.Fprintf(w, "hello %s from %s\n", r.Host, who)
 		})
 		for _, port := range []string{"80", "443"} {
-			l, _, err := n.listen("tcp4", net.JoinHostPort(a.String(), port))
+			l, _, err := n.listen(network, net.JoinHostPort(a.String(), port))
 			if err != nil {
 				return err
 			}
@@ -213,7 +231,11 @@ func (n *inet) serveSinks() error {
 	if err != nil {
 		return err
 	}
-	n.closers = append(n.closers, func() { pc.Close() }, func() { l.Close() })
+	stopPings, err := n.pingSink()
+	if err != nil {
+		return err
+	}
+	n.closers = append(n.closers, func() { pc.Close() }, func() { l.Close() }, stopPings)
 	go func() {
 		buf := make([]byte, 2048)
 		for {
@@ -236,6 +258,43 @@ func (n *inet) serveSinks() error {
 	return nil
 }
 
+// pingSink counts ICMP echo requests that reach the internet's namespace,
+// from a raw socket whose reader polls a stop flag between 200 ms receive
+// timeouts; the returned stop ends the reader, then closes the socket (so
+// the descriptor cannot be reused under a running recv).
+func (n *inet) pingSink() (func(), error) {
+	var fd int
+	err := n.inside(func() (err error) {
+		fd, err = unix.Socket(unix.AF_INET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_ICMP)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("opening the ping sink: %w", err)
+	}
+	tv := unix.Timeval{Usec: 200_000}
+	if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
+	var stopping atomic.Bool
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		buf := make([]byte, 2048)
+		for !stopping.Load() {
+			k, _, err := unix.Recvfrom(fd, buf, 0)
+			if err != nil {
+				continue // timeout or EINTR: look at the flag again
+			}
+			// An IPv4 header (IHL words), then ICMP type 8: echo request.
+			if ihl := int(buf[0]&15) * 4; k > ihl && buf[ihl] == 8 {
+				n.stray()
+			}
+		}
+	}()
+	return func() { stopping.Store(true); <-done; unix.Close(fd) }, nil
+}
+
 func (n *inet) stray() {
 	n.mu.Lock()
 	n.strays++
@@ -253,7 +312,7 @@ func (n *inet) strayCount() int {
 // resolve to addresses no pod may reach.
 func (n *inet) zone(name string) (string, bool) {
 	switch strings.TrimSuffix(name, ".") {
-	case "allowed.test", "www.allowed.test", "evil.test", "live.test":
+	case "allowed.test", "www.allowed.test", "evil.test", "live.test", "open.test":
 		return "A " + n.web.String(), true
 	case "loop.allowed.test":
 		return "A 127.0.0.1", true
@@ -263,6 +322,8 @@ func (n *inet) zone(name string) (string, bool) {
 		return "A 169.254.169.254", true
 	case "six.allowed.test":
 		return "AAAA ::1", true
+	case "v6.allowed.test":
+		return "AAAA " + n.web6.String(), true
 	}
 	return "", false
 }
@@ -322,7 +383,7 @@ func (n *inet) selfSigned() (tls.Certificate, error) {
 		SerialNumber: big.NewInt(time.Now().UnixNano()),
 		Subject:      pkix.Name{CommonName: "airlock e2e test internet"},
 		NotBefore:    time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		DNSNames: []string{"allowed.test", "*.allowed.test", "evil.test", "live.test"},
+		DNSNames: []string{"allowed.test", "*.allowed.test", "evil.test", "live.test", "open.test"},
 		IsCA:     true, BasicConstraintsValid: true,
 		KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
 	}
@@ -351,11 +412,18 @@ func (n *inet) close() {
 // internet (whose range CheckAddr otherwise denies), plus the CA file.
 func (e *env) netConfig(n *inet, extra string, allow ...string) {
 	e.t.Helper()
+	e.netConfigDNS(n, "allow", extra, allow...)
+}
+
+// netConfigDNS is netConfig with a DNS mode. The upstream is named without
+// a port, as a user writes it.
+func (e *env) netConfigDNS(n *inet, mode, extra string, allow ...string) {
+	e.t.Helper()
 	var b strings.Builder
 	b.WriteString("version: 1\nnetwork:\n")
 	fmt.Fprintf(&b, "  allow: [%s]\n", quoteAll(allow))
-	b.WriteString("  allow_private: [198.18.0.0/15]\n")
-	fmt.Fprintf(&b, "  dns:\n    upstream: [\"%s:53\"]\n", n.web)
+	b.WriteString("  allow_private: [198.18.0.0/15, 2001:2::/48]\n")
+	fmt.Fprintf(&b, "  dns:\n    mode: %s\n    upstream: [\"%s\"]\n", mode, n.web)
 	b.WriteString(extra)
 	e.write("airlock.yaml", b.String())
 	e.write("ca.pem", string(n.certPEM))

@@ -315,15 +315,15 @@ func (w *Wall) checkTransparent(p *Policy, fb firstBytes, perr error, orig netip
 	case fb.name == "":
 		return "direct connection to " + orig.String() + " names no host (no TLS SNI or HTTP Host)", false
 	}
+	if ok, why := CheckAddr(dst, p.AllowPrivate); !ok {
+		return "address " + dst.String() + " denied: " + why, false
+	}
 	addrs, reason, ok := w.decide(p, hostOnly(fb.name), int(orig.Port()))
 	if !ok {
 		return reason, false
 	}
 	if !slices.Contains(addrs, dst) && !w.res.handedOut(normName(fb.name), dst) {
 		return fmt.Sprintf("destination %s is not an address the wall resolved for %s", dst, fb.name), false
-	}
-	if ok, why := CheckAddr(dst, p.AllowPrivate); !ok {
-		return "address " + dst.String() + " denied: " + why, false
 	}
 	return reason, true
 }
