@@ -10,6 +10,7 @@ import (
 
 	"github.com/airlock-dev/airlock/internal/control"
 	"github.com/airlock-dev/airlock/internal/errdefs"
+	"github.com/airlock-dev/airlock/internal/netwall"
 	"github.com/airlock-dev/airlock/internal/pod"
 )
 
@@ -58,9 +59,14 @@ name (api.example.com) or a wildcard (*.example.com).`,
 	return cmd
 }
 
-// validDomain accepts host names and *.suffix wildcards, nothing else.
+// validDomain accepts host names and *.suffix wildcards, nothing else: an
+// IP literal in any spelling ("10.0.0.1", "2852039166", "0x7f.1") is
+// refused, as the config refuses it.
 func validDomain(d string) error {
 	name := strings.TrimPrefix(d, "*.")
+	if _, lit := netwall.ParseHostLiteral(name); lit {
+		return errdefs.Invalid("%q is an IP address; the policy lists host names (address ranges go in network.allow_private)", d)
+	}
 	if len(name) == 0 || len(name) > 253 || strings.Contains(name, "*") {
 		return errdefs.Invalid("%q is not a host name or *.example.com wildcard", d)
 	}

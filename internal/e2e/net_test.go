@@ -420,6 +420,11 @@ func TestNetLivePolicy(t *testing.T) {
 	n := newInet(t)
 	e.netConfig(n, "", "allowed.test")
 	e.must("init", "p")
+	for _, lit := range []string{"10.0.0.1", "2852039166", "0x7f.1", "*.127.0.0.1"} {
+		e.expect(2, "IP address", "net", "p", "allow", lit)
+	}
+	e.expect(2, "not a valid host name", "net", "p", "allow", "evil.test/x")
+	e.expect(2, "unknown action", "net", "p", "permit", "evil.test")
 	// One probe per line read: through the proxy, then around it.
 	r := e.start("run", "p", "-T", "--", "sh", "-c", `while read name; do
   for m in proxy direct; do

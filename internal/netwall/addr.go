@@ -42,6 +42,8 @@ var deniedRanges = []deniedRange{
 	{pfx("100::/64"), "discard-only"},
 	{pfx("64:ff9b:1::/48"), "local-use NAT64"},
 	{pfx("2001::/32"), "Teredo (embeds an address the proxy cannot check)"},
+	{pfx("2001:2::/48"), "benchmarking (RFC 5180)"},
+	{pfx("3fff::/20"), "documentation (RFC 9637)"},
 	{pfx("2001:db8::/32"), "documentation"},
 	{pfx("fc00::/7"), "unique local (ULA)"},
 	{pfx("fe80::/10"), "link-local"},

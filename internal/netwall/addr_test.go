@@ -47,6 +47,7 @@ func TestCheckAddr(t *testing.T) {
 		"::1", "::", "fe80::1", "fc00::1", "fd00:ec2::254", "ff02::1",
 		"::ffff:127.0.0.1", "::ffff:169.254.169.254", "::127.0.0.1", "::a9fe:a9fe",
 		"64:ff9b::a9fe:a9fe", "64:ff9b::7f00:1", "2002:a9fe:a9fe::1", "2002:7f00:1::", "2001:0:4136:e378::1",
+		"2001:2::1", "3fff::1", "2001:db8::1",
 	}
 	for _, s := range denied {
 		if ok, why := CheckAddr(netip.MustParseAddr(s), nil); ok {
