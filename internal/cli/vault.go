@@ -75,7 +75,7 @@ bound hosts. In env mode the agent sees the value itself.`,
 	fl.StringVar(&f.fromFile, "from-file", "", "read the value from this file (set)")
 	fl.StringSliceVar(&f.hosts, "host", nil, "host the secret may be sent to (bind; repeatable)")
 	fl.StringVar(&f.header, "header", "", "header to set on requests to the host, {} = the value (bind)")
-	fl.StringVar(&f.mode, "mode", vault.ModeProxy, "proxy (agent sees a placeholder) or env (agent sees the value) (bind)")
+	fl.StringVar(&f.mode, "mode", vault.ModeProxy, "proxy (agent sees a placeholder), env (agent sees the value) or none (unbind) (bind)")
 	return cmd
 }
 
@@ -250,22 +250,21 @@ func vaultGet(cmd *cobra.Command, p *pod.Pod, v *vault.Vault, name string, revea
 
 func vaultBind(cmd *cobra.Command, p *pod.Pod, v *vault.Vault, name string, f *vaultFlags) error {
 	b := vault.Binding{Mode: f.mode, Header: f.header}
+	if b.Mode == vault.ModeNone {
+		b.Mode = ""
+	}
 	for _, h := range f.hosts {
 		b.Hosts = append(b.Hosts, strings.TrimSuffix(strings.ToLower(h), "."))
-	}
-	if b.Mode == vault.ModeProxy {
-		for _, h := range b.Hosts {
-			if err := validDomain(h); err != nil || strings.HasPrefix(h, "*.") {
-				return errdefs.Invalid("--host %q: give an exact host name", h)
-			}
-		}
 	}
 	if err := v.Bind(name, b); err != nil {
 		return err
 	}
 	outcome := "ok"
-	if b.Mode == vault.ModeEnv {
+	switch b.Mode {
+	case vault.ModeEnv:
 		outcome = "warning: env mode, the agent can read the value"
+	case "":
+		b.Mode = vault.ModeNone
 	}
 	record(p, "vault.bind", map[string]any{"secret": name, "mode": b.Mode, "hosts": b.Hosts, "header": headerName(b.Header)}, outcome)
 	fmt.Fprintf(cmd.OutOrStdout(), "bound %s: %s %s\n", name, b.Mode, strings.Join(b.Hosts, ", "))

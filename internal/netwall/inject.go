@@ -21,8 +21,10 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"errors"
 	"fmt"
 	"io"
+	"math"
 	"math/big"
 	"net"
 	"net/http"
@@ -59,6 +61,12 @@ const (
 	bodyScanLimit    = 16 * 1024
 	handshakeTimeout = 10 * time.Second
 	leafLifetime     = 7 * 24 * time.Hour
+	// maxHeaderBytes bounds what the proxy reads of one request's line
+	// and headers: a pod cannot grow the supervisor without limit.
+	maxHeaderBytes = 1 << 20
+	// maxLeaves bounds the leaf cache (a wildcard policy admits any
+	// number of names); past it the cache starts over.
+	maxLeaves = 1024
 )
 
 type injector struct {
@@ -132,6 +140,9 @@ func (inj *injector) leaf(host string) (*tls.Certificate, error) {
 	defer inj.mu.Unlock()
 	if c, ok := inj.leaves[host]; ok && time.Until(c.Leaf.NotAfter) > time.Hour {
 		return c, nil
+	}
+	if len(inj.leaves) >= maxLeaves {
+		clear(inj.leaves)
 	}
 	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
 	if err != nil {
@@ -224,19 +235,27 @@ func (w *Wall) serveTLS(inj *injector, c *net.TCPConn, br *bufio.Reader, up *net
 	_ = uc.SetDeadline(time.Time{})
 	defer uc.Close()
 	ev.Details["intercepted"] = true
-	ev.Details["requests"] = w.serveHTTP(inj, tc, bufio.NewReader(tc), uc, bufio.NewReader(uc), host, true, ev)
+	ev.Details["requests"] = w.serveHTTP(inj, tc, tc, uc, bufio.NewReader(uc), host, true, ev)
 }
 
-// serveHTTP relays HTTP/1.1 requests one at a time, rewriting each; it
-// returns how many went upstream.
-func (w *Wall) serveHTTP(inj *injector, client io.ReadWriter, cbr *bufio.Reader, up io.ReadWriter, ubr *bufio.Reader, host string, verified bool, ev *Event) int {
+// serveHTTP relays HTTP/1.1 requests read from src one at a time,
+// rewriting each; it returns how many went upstream.
+func (w *Wall) serveHTTP(inj *injector, client io.Writer, src io.Reader, up io.ReadWriter, ubr *bufio.Reader, host string, verified bool, ev *Event) int {
+	lim := &capReader{r: src}
+	cbr := bufio.NewReader(lim)
 	n := 0
 	for {
+		lim.left = maxHeaderBytes
 		req, err := http.ReadRequest(cbr)
 		if err != nil {
+			if errors.Is(err, errHeaderTooLarge) {
+				ev.Verdict, ev.Reason = "deny", "request headers larger than 1 MiB"
+				writeStatus(client, http.StatusRequestHeaderFieldsTooLarge, ev.Reason)
+			}
 			return n
 		}
-		if hostOnly(normName(req.Host)) != host {
+		lim.left = math.MaxInt64
+		if normName(hostOnly(req.Host)) != host {
 			ev.Verdict, ev.Reason = "deny", "HTTP Host "+fmt.Sprintf("%q", req.Host)+" does not match "+host
 			writeStatus(client, http.StatusForbidden, ev.Reason)
 			return n
@@ -349,6 +368,26 @@ func (inj *injector) scanBytes(b []byte, host string, verified bool) (*Secret, b
 		}
 	}
 	return nil, false
+}
+
+// capReader fails once left bytes have been read.
+type capReader struct {
+	r    io.Reader
+	left int64
+}
+
+var errHeaderTooLarge = errors.New("request header too large")
+
+func (c *capReader) Read(p []byte) (int, error) {
+	if c.left <= 0 {
+		return 0, errHeaderTooLarge
+	}
+	if int64(len(p)) > c.left {
+		p = p[:c.left]
+	}
+	n, err := c.r.Read(p)
+	c.left -= int64(n)
+	return n, err
 }
 
 type readCloser struct {

@@ -170,34 +170,66 @@ func TestInjectionRefusesUntrustedUpstream(t *testing.T) {
 	}
 }
 
-// BenchmarkInjection compares one keep-alive HTTPS request through a plain
-// CONNECT tunnel with the same request through the injecting proxy
-// (client TLS terminated, placeholder swapped, upstream TLS verified).
+func TestInjectionPassesCleanTrafficAndBoundsHeaders(t *testing.T) {
+	e := newInjEnv(t, true)
+	// Traffic without a placeholder to an unbound host still flows
+	// through interception, and gets no secret.
+	if code, body := e.do(t, "GET", "https://www.allowed.test:8443/plain", ""); code != 200 {
+		t.Fatalf("clean request to an unbound host: %d %q", code, body)
+	}
+	if got := e.rec.all(); got != "www.allowed.test:8443||||" {
+		t.Fatalf("unbound host received %q, want no secret", got)
+	}
+	// A pod cannot make the supervisor buffer an endless header.
+	code, _ := e.do(t, "GET", "https://www.allowed.test:8443/big", "", "X-Big", strings.Repeat("a", 2<<20))
+	if code != http.StatusRequestHeaderFieldsTooLarge {
+		t.Fatalf("2 MiB header: status %d, want 431", code)
+	}
+	if got := e.rec.all(); strings.Count(got, "\n") != 0 {
+		t.Fatalf("oversized request reached the server: %q", got)
+	}
+}
+
+// BenchmarkInjection compares one HTTPS GET through a plain CONNECT tunnel
+// (no secrets: the proxy relays bytes) with the same GET through the
+// injecting proxy (agent TLS terminated with the pod CA's leaf, request
+// parsed, placeholder swapped, upstream TLS verified), side by side:
+//   - keepalive: one request per op on a reused connection, the per-request
+//     cost once both TLS sessions are up;
+//   - newconn: a new connection per op (CONNECT, TLS handshakes, one
+//     request), what a client without keep-alive pays.
 func BenchmarkInjection(b *testing.B) {
-	for _, mode := range []string{"connect-tunnel", "inject"} {
-		b.Run(mode, func(b *testing.B) {
-			e := newInjEnv(b, true)
-			pool := e.podCAs
-			if mode == "connect-tunnel" {
-				e.wall.SetInjection(nil)
-				pool = e.upPool
-			}
-			c := e.pod.client(pool, true)
-			c.Transport.(*http.Transport).DisableKeepAlives = false
-			get := func() {
-				req, _ := http.NewRequest("GET", "https://allowed.test:8443/x", nil)
-				req.Header.Set("Authorization", "Bearer "+injPH)
-				resp, err := c.Do(req)
-				if err != nil {
-					b.Fatal(err)
-				}
-				io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
-			}
-			get() // the tunnel and both handshakes
-			for b.Loop() {
-				get()
-			}
-		})
+	for _, conn := range []string{"keepalive", "newconn"} {
+		for _, mode := range []string{"connect-tunnel", "inject"} {
+			b.Run(conn+"/"+mode, func(b *testing.B) { benchInjection(b, mode, conn == "keepalive") })
+		}
+	}
+}
+
+func benchInjection(b *testing.B, mode string, keepAlive bool) {
+	e := newInjEnv(b, true)
+	pool := e.podCAs
+	if mode == "connect-tunnel" {
+		e.wall.SetInjection(nil)
+		pool = e.upPool
+	}
+	c := e.pod.client(pool, true)
+	c.Transport.(*http.Transport).DisableKeepAlives = !keepAlive
+	get := func() {
+		req, _ := http.NewRequest("GET", "https://allowed.test:8443/x", nil)
+		req.Header.Set("Authorization", "Bearer "+injPH)
+		resp, err := c.Do(req)
+		if err != nil {
+			b.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			b.Fatalf("status %d", resp.StatusCode)
+		}
+	}
+	get() // warm: the leaf is issued, keep-alive sessions are up
+	for b.Loop() {
+		get()
 	}
 }

@@ -18,18 +18,27 @@ import (
 // WallVault names the vault in status.
 const WallVault = "vault"
 
-// podCABundle is where the pod finds its trust store: the host's bundle
-// plus the pod's CA, bound over the usual Debian path.
-const podCABundle = "/etc/ssl/certs/ca-certificates.crt"
+// systemBundles are the paths where distributions keep the system trust
+// bundle (Debian/Ubuntu/Alpine, Fedora/RHEL, openSUSE, others). In proxy
+// mode each one that exists on the host is replaced, in the pod's view, by
+// the pod's bundle: the host's roots plus the pod's CA.
+var systemBundles = []string{"/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt",
+	"/etc/ssl/ca-bundle.pem", "/etc/ssl/cert.pem"}
 
-// caEnv points common TLS stacks at the pod's bundle.
-var caEnv = []string{"SSL_CERT_FILE", "CURL_CA_BUNDLE", "REQUESTS_CA_BUNDLE", "NODE_EXTRA_CA_CERTS", "GIT_SSL_CAINFO"}
+// caEnv points common TLS stacks at the pod's bundle: OpenSSL and Go
+// (SSL_CERT_FILE), curl, Python requests and pip, Node, git, the AWS CLI
+// and SDKs, cargo, Deno.
+var caEnv = []string{"SSL_CERT_FILE", "CURL_CA_BUNDLE", "REQUESTS_CA_BUNDLE", "NODE_EXTRA_CA_CERTS",
+	"GIT_SSL_CAINFO", "AWS_CA_BUNDLE", "CARGO_HTTP_CAINFO", "DENO_CERT", "PIP_CERT"}
 
 // buildVault hands the pod's secrets to the agent: env-mode values in its
 // environment, proxy-mode placeholders whose real values only the egress
 // proxy substitutes for the bound hosts.
 func (r *runner) buildVault(*sandbox.ViewConfig) error {
 	p := r.o.Pod
+	if err := r.hideStateDir(); err != nil {
+		return err
+	}
 	v := vault.Open(pod.DefaultHome(), p.Name, p.VaultDir())
 	entries, err := v.List()
 	if err != nil {
@@ -52,11 +61,13 @@ func (r *runner) buildVault(*sandbox.ViewConfig) error {
 	if err != nil {
 		return err
 	}
+	r.after = append(r.after, func() {
+		for _, s := range secrets {
+			clear(s.Value)
+		}
+	})
 	if len(secrets) > 0 {
 		if err := r.vaultProxy(v, secrets); err != nil {
-			for _, s := range secrets {
-				clear(s.Value)
-			}
 			return err
 		}
 	}
@@ -77,6 +88,9 @@ func (r *runner) vaultSecrets(v *vault.Vault, handed []vault.Entry) ([]netwall.S
 	for _, e := range handed {
 		val, err := v.Get(e.Name)
 		if err != nil {
+			for _, s := range secrets {
+				clear(s.Value)
+			}
 			return nil, nil, fmt.Errorf("vault: %w", err)
 		}
 		if e.Binding.Mode == vault.ModeEnv {
@@ -111,9 +125,20 @@ func (r *runner) vaultProxy(v *vault.Vault, secrets []netwall.Secret) error {
 	if err := os.WriteFile(path, bundle, 0o644); err != nil {
 		return fmt.Errorf("vault: writing the pod's CA bundle: %w", err)
 	}
-	r.spec.Mounts = append(r.spec.Mounts, sandbox.Mount{Kind: "bind", Source: path, Target: podCABundle, ReadOnly: true, Reason: "the pod's CA bundle (vault proxy mode)"})
+	var target string
+	for _, b := range systemBundles {
+		if fi, err := os.Stat(b); err == nil && fi.Mode().IsRegular() {
+			r.spec.Mounts = append(r.spec.Mounts, sandbox.Mount{Kind: sandbox.KindBind, Source: path, Target: b, ReadOnly: true, Reason: "the pod's CA bundle (vault proxy mode)"})
+			if target == "" {
+				target = b
+			}
+		}
+	}
+	if target == "" {
+		return fmt.Errorf("vault: the host has no system CA bundle (%s) to give the pod its CA in; install ca-certificates", strings.Join(systemBundles, ", "))
+	}
 	for _, k := range caEnv {
-		r.spec.Env = setEnv(r.spec.Env, k, podCABundle)
+		r.spec.Env = setEnv(r.spec.Env, k, target)
 	}
 	r.hooks = append(r.hooks, func(int) error {
 		w := r.wall.Load()
@@ -123,6 +148,52 @@ func (r *runner) vaultProxy(v *vault.Vault, secrets []netwall.Secret) error {
 		return w.SetInjection(&netwall.Injection{Secrets: secrets, CACert: cert, CAKey: key})
 	})
 	return nil
+}
+
+// hideStateDir hides $AIRLOCK_HOME in the pod's view when it lies inside
+// something the pod sees (a home or workspace copy-on-write, a read-only
+// system path): it holds the host vault key, every pod's wrapped data key
+// and sealed secrets, and the audit trails. With the key files in reach
+// the agent could open every secret itself.
+func (r *runner) hideStateDir() error {
+	home, err := filepath.EvalSymlinks(pod.DefaultHome())
+	if err != nil {
+		return fmt.Errorf("vault: finding the state directory to hide it from the pod: %w", err)
+	}
+	var roots []string
+	for _, root := range r.o.Pod.Roots() {
+		roots = append(roots, root.Host)
+	}
+	for _, t := range hideAround(home, roots) {
+		r.spec.Mounts = append(r.spec.Mounts, sandbox.Mount{Kind: sandbox.KindHide, Target: t, Optional: true, Reason: "airlock's state (vault keys, audit trails)"})
+	}
+	return nil
+}
+
+// hideAround returns what to hide so that nothing of dir stays visible but
+// the roots inside it (a workspace kept under $AIRLOCK_HOME): dir itself
+// when it holds no root, else each of its entries that is not a root,
+// recursively.
+func hideAround(dir string, roots []string) []string {
+	inside := false
+	for _, r := range roots {
+		if r == dir {
+			return nil
+		}
+		inside = inside || strings.HasPrefix(r, dir+"/")
+	}
+	if !inside {
+		return []string{dir}
+	}
+	des, err := os.ReadDir(dir)
+	if err != nil {
+		return []string{dir}
+	}
+	var out []string
+	for _, de := range des {
+		out = append(out, hideAround(filepath.Join(dir, de.Name()), roots)...)
+	}
+	return out
 }
 
 // VaultPassphrase returns AIRLOCK_VAULT_PASSPHRASE, or nil when unset.
@@ -140,9 +211,10 @@ func placeholder(name string) string {
 	return "airlock-placeholder-" + name + "-" + hex.EncodeToString(b)
 }
 
-// hostBundle reads the bundle the host's TLS stack trusts.
+// hostBundle reads the bundle the host's TLS stack trusts: SSL_CERT_FILE
+// when the supervisor has it, else the system bundle.
 func hostBundle() ([]byte, error) {
-	cands := []string{"/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt", "/etc/ssl/ca-bundle.pem", "/etc/ssl/cert.pem"}
+	cands := systemBundles
 	if f := os.Getenv("SSL_CERT_FILE"); f != "" {
 		cands = []string{f}
 	}

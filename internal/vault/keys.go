@@ -69,6 +69,7 @@ func (v *Vault) Init(passphrase []byte) error {
 	if _, err := os.Lstat(v.keyPath()); err == nil {
 		return errdefs.Conflict("the vault of pod %s already has a key; remove the pod's vault to start over", v.pod)
 	}
+	protectProcess()
 	dk := make([]byte, KeySize)
 	if _, err := rand.Read(dk); err != nil {
 		return err
@@ -97,7 +98,11 @@ func (v *Vault) Init(passphrase []byte) error {
 	if err := os.MkdirAll(v.dir, 0o700); err != nil {
 		return fmt.Errorf("creating the vault of pod %s: %w", v.pod, err)
 	}
-	if err := writeAtomic(v.keyPath(), b); err != nil {
+	if err := writeNew(v.keyPath(), b); err != nil {
+		clear(dk)
+		if errors.Is(err, os.ErrExist) {
+			return errdefs.Conflict("the vault of pod %s was given a key by another process meanwhile; run the command again", v.pod)
+		}
 		return err
 	}
 	v.dataKey = dk
@@ -114,6 +119,7 @@ func (v *Vault) Unlock(passphrase []byte) error {
 	if err != nil {
 		return err
 	}
+	protectProcess()
 	var kek []byte
 	switch kf.KDF {
 	case KDFHost:

@@ -11,6 +11,15 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// protectProcess makes the calling process, which is about to hold a data
+// key and values, leave no core file and refuse ptrace and /proc/PID/mem
+// to other processes of its user. Both are best effort: the kernel allows
+// them to any process.
+func protectProcess() {
+	_ = unix.Setrlimit(unix.RLIMIT_CORE, &unix.Rlimit{})
+	_ = unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0)
+}
+
 func sealBytes(key, plain, ad []byte) (nonce, sealed []byte, err error) {
 	aead, err := chacha20poly1305.NewX(key)
 	if err != nil {
@@ -43,48 +52,48 @@ func openBytes(key, nonce, sealed, ad []byte) ([]byte, error) {
 // writeAtomic replaces path with data: a 0600 temp file in the same
 // directory, fsynced, renamed over path, directory fsynced.
 func writeAtomic(path string, data []byte) error {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, ".tmp-*")
+	tmp, err := writeTemp(path, data)
 	if err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	tmp := f.Name()
-	ok := false
-	defer func() {
-		if !ok {
-			f.Close()
-			os.Remove(tmp)
-		}
-	}()
-	if err := f.Chmod(0o600); err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	if _, err := f.Write(data); err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	if err := f.Sync(); err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
+		return err
 	}
 	if err := os.Rename(tmp, path); err != nil {
+		os.Remove(tmp)
 		return fmt.Errorf("writing %s: %w", path, err)
 	}
-	ok = true
-	return syncDir(dir)
+	return syncDir(filepath.Dir(path))
 }
 
-// writeNew creates path exclusively (never through a symlink), 0600.
+// writeNew creates path with data, all or nothing, only if it does not
+// exist yet: the complete temp file is hard-linked to path, so a reader
+// never sees a half-written key and a racing creator gets os.ErrExist.
 func writeNew(path string, data []byte) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+	tmp, err := writeTemp(path, data)
 	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp)
+	if err := os.Link(tmp, path); err != nil {
 		if errors.Is(err, os.ErrExist) {
-			return err
+			return os.ErrExist
 		}
 		return fmt.Errorf("creating %s: %w", path, err)
 	}
-	_, err = f.Write(data)
+	return syncDir(filepath.Dir(path))
+}
+
+// writeTemp writes data to a new 0600 temp file next to path and fsyncs
+// it. Only sealed bytes or key material under its own 0600 file ever go
+// through it: never a plaintext value.
+func writeTemp(path string, data []byte) (string, error) {
+	f, err := os.CreateTemp(filepath.Dir(path), ".tmp-*")
+	if err != nil {
+		return "", fmt.Errorf("writing %s: %w", path, err)
+	}
+	tmp := f.Name()
+	err = f.Chmod(0o600)
+	if err == nil {
+		_, err = f.Write(data)
+	}
 	if err == nil {
 		err = f.Sync()
 	}
@@ -92,10 +101,10 @@ func writeNew(path string, data []byte) error {
 		err = cerr
 	}
 	if err != nil {
-		os.Remove(path)
-		return fmt.Errorf("creating %s: %w", path, err)
+		os.Remove(tmp)
+		return "", fmt.Errorf("writing %s: %w", path, err)
 	}
-	return syncDir(filepath.Dir(path))
+	return tmp, nil
 }
 
 func syncDir(dir string) error {

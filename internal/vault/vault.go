@@ -15,8 +15,14 @@
 //   - The associated data of a sealed value names the pod, the secret and
 //     its binding: a ciphertext moved to another key, pod or binding fails
 //     to open instead of being used there.
-//   - Every file is written atomically (temp + fsync + rename, 0600).
+//   - Every file is written atomically (temp + fsync + rename, 0600); a
+//     key file is created exclusively (temp + fsync + link), so two
+//     processes racing to create one never replace each other's key.
+//   - A process that unlocks a vault stops being dumpable (no core file,
+//     no ptrace by other processes of the user): it holds values.
 //   - Errors name the secret, never its value.
+//
+// Callers serialise writers of one vault (the CLI holds the pod's lock).
 package vault
 
 import (
@@ -41,6 +47,8 @@ const (
 	ModeProxy = "proxy"
 	// ModeEnv puts the value itself in the agent's environment (weaker).
 	ModeEnv = "env"
+	// ModeNone, as given to the CLI, unbinds a secret (stored as "").
+	ModeNone = "none"
 )
 
 // Binding says how a secret reaches the agent. The zero value keeps the
@@ -93,30 +101,72 @@ func ValidName(name string) error {
 	return nil
 }
 
+// hostLabelRE is one DNS label of a host a proxy-mode secret may go to.
+var hostLabelRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9_-]{0,61}[a-z0-9])?$`)
+
+// ValidHost checks a host of a proxy-mode binding: an exact, lower-case
+// DNS name (no wildcard, port or IP literal: the proxy matches the TLS
+// SNI, which never holds an address).
+func ValidHost(h string) error {
+	bad := errdefs.Invalid("host %q: give an exact lower-case host name such as api.example.com (no wildcard, port or IP address)", h)
+	if len(h) == 0 || len(h) > 253 {
+		return bad
+	}
+	labels := strings.Split(h, ".")
+	for _, l := range labels {
+		if !hostLabelRE.MatchString(l) {
+			return bad
+		}
+	}
+	if strings.Trim(labels[len(labels)-1], "0123456789") == "" {
+		return bad // an all-digit last label: an IPv4 address, not a name
+	}
+	return nil
+}
+
 // ValidBinding checks a binding before it is stored.
 func ValidBinding(b Binding) error {
 	switch b.Mode {
-	case "", ModeEnv:
+	case "":
+		if len(b.Hosts) > 0 || b.Header != "" {
+			return errdefs.Invalid("an unbound secret takes no --host or --header")
+		}
+	case ModeEnv:
+		if len(b.Hosts) > 0 || b.Header != "" {
+			return errdefs.Invalid("env mode hands the value itself to the agent: --host and --header apply to proxy mode only")
+		}
 	case ModeProxy:
 		if len(b.Hosts) == 0 {
 			return errdefs.Invalid("proxy mode needs at least one --host")
 		}
 	default:
-		return errdefs.Invalid("mode %q: use proxy or env", b.Mode)
+		return errdefs.Invalid("mode %q: use proxy, env or none", b.Mode)
 	}
-	for _, h := range b.Hosts {
-		if h == "" || strings.ContainsAny(h, " /:@*\x00") || h != strings.ToLower(h) {
-			return errdefs.Invalid("host %q: give a lower-case host name such as api.example.com", h)
+	for i, h := range b.Hosts {
+		if err := ValidHost(h); err != nil {
+			return err
+		}
+		if slices.Contains(b.Hosts[:i], h) {
+			return errdefs.Invalid("host %q given twice", h)
 		}
 	}
 	if b.Header != "" {
 		name, tmpl, ok := strings.Cut(b.Header, ":")
-		if !ok || strings.TrimSpace(name) == "" || strings.ContainsAny(name, " \t\r\n") || !strings.Contains(tmpl, "{}") || strings.ContainsAny(tmpl, "\r\n") {
+		if !ok || !headerNameRE.MatchString(strings.TrimSpace(name)) || !strings.Contains(tmpl, "{}") || strings.ContainsAny(tmpl, "\r\n\x00") {
 			return errdefs.Invalid("header %q: use 'Name: text with {} where the value goes'", b.Header)
+		}
+		if slices.Contains(framingHeaders, strings.ToLower(strings.TrimSpace(name))) {
+			return errdefs.Invalid("header %q: %s frames or routes the request; the proxy sets it, a secret cannot", b.Header, strings.TrimSpace(name))
 		}
 	}
 	return nil
 }
+
+// framingHeaders are fields a secret's template may not set.
+var framingHeaders = []string{"host", "content-length", "transfer-encoding", "connection", "upgrade", "te", "trailer", "expect"}
+
+// headerNameRE is an HTTP field name (RFC 9110 token).
+var headerNameRE = regexp.MustCompile("^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 
 func (v *Vault) secretsDir() string            { return filepath.Join(v.dir, "secrets") }
 func (v *Vault) recordPath(name string) string { return filepath.Join(v.secretsDir(), name+".json") }

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/airlock-dev/airlock/internal/errdefs"
 )
 
@@ -194,9 +196,23 @@ func TestNamesAndBindingsValidated(t *testing.T) {
 		}
 	}
 	v.Set("K", canary)
-	for _, b := range []Binding{{Mode: ModeProxy}, {Mode: "x", Hosts: []string{"a.b"}}, {Mode: ModeProxy, Hosts: []string{"a.b"}, Header: "NoBraces: x"}, {Mode: ModeProxy, Hosts: []string{"a.b/c"}}} {
+	proxy := func(h ...string) Binding { return Binding{Mode: ModeProxy, Hosts: h} }
+	bad := []Binding{{Mode: ModeProxy}, {Mode: "x", Hosts: []string{"a.b"}},
+		{Mode: ModeProxy, Hosts: []string{"a.b"}, Header: "NoBraces: x"},
+		{Mode: ModeProxy, Hosts: []string{"a.b"}, Header: "Host: {}"},
+		{Mode: ModeProxy, Hosts: []string{"a.b"}, Header: "Content-Length: {}"},
+		{Mode: ModeProxy, Hosts: []string{"a.b"}, Header: "Bad Name: {}"},
+		{Mode: ModeEnv, Hosts: []string{"a.b"}}, {Hosts: []string{"a.b"}},
+		proxy("a.b/c"), proxy("a,b"), proxy("*.a.b"), proxy("a.b:443"), proxy("A.b"), proxy("1.2.3.4"),
+		proxy("::1"), proxy("-a.b"), proxy("a..b"), proxy(""), proxy("a.b", "a.b")}
+	for _, b := range bad {
 		if v.Bind("K", b) == nil {
 			t.Errorf("binding %+v accepted", b)
+		}
+	}
+	for _, b := range []Binding{proxy("api.example.com", "localhost"), {Mode: ModeEnv}, {}} {
+		if err := v.Bind("K", b); err != nil {
+			t.Errorf("binding %+v refused: %v", b, err)
 		}
 	}
 }
@@ -228,5 +244,55 @@ func assertCleanErr(t *testing.T, err error, want string) {
 	msg := err.Error()
 	if !strings.Contains(msg, want) || strings.Contains(msg, "\n") || strings.Contains(msg, string(canary)) {
 		t.Fatalf("error %q: want one line containing %q and no secret", msg, want)
+	}
+}
+
+// Two processes creating the same vault at once: one key wins, the other
+// is told, and nothing sealed under the winner is lost.
+func TestInitRaceKeepsOneKey(t *testing.T) {
+	home := t.TempDir()
+	dir := filepath.Join(home, "v")
+	errs := make(chan error, 8)
+	for range 8 {
+		go func() { errs <- Open(home, "p1", dir).Init(nil) }()
+	}
+	ok := 0
+	for range 8 {
+		err := <-errs
+		switch {
+		case err == nil:
+			ok++
+		case !errors.Is(err, errdefs.ErrConflict):
+			t.Errorf("racing Init: %v", err)
+		}
+	}
+	if ok != 1 {
+		t.Fatalf("%d racing Inits succeeded, want 1", ok)
+	}
+	v := Open(home, "p1", dir)
+	if err := v.Unlock(nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := v.Set("K", canary); err != nil {
+		t.Fatal(err)
+	}
+	v2 := Open(home, "p1", dir)
+	if err := v2.Unlock(nil); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := v2.Get("K"); err != nil || !bytes.Equal(got, canary) {
+		t.Fatalf("after the race: Get = %q, %v", got, err)
+	}
+}
+
+// A process holding unlocked secrets leaves no core file and cannot be
+// read through ptrace or /proc/PID/mem by the user's other processes.
+func TestUnlockMakesProcessUndumpable(t *testing.T) {
+	newVault(t, t.TempDir(), "p1")
+	d, err := unix.PrctlRetInt(unix.PR_GET_DUMPABLE, 0, 0, 0, 0)
+	var rl unix.Rlimit
+	_ = unix.Getrlimit(unix.RLIMIT_CORE, &rl)
+	if err != nil || d != 0 || rl.Cur != 0 {
+		t.Fatalf("dumpable=%d (%v), RLIMIT_CORE=%d after Unlock", d, err, rl.Cur)
 	}
 }
