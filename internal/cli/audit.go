@@ -77,7 +77,8 @@ func printEvents(w io.Writer, events []audit.Event, asJSON bool) error {
 }
 
 func newAuditVerifyCmd() *cobra.Command {
-	return &cobra.Command{
+	var asJSON bool
+	cmd := &cobra.Command{
 		Use:   "verify [POD]",
 		Short: "Check the audit trail's hash chain; exit 1 naming the first bad line",
 		Args:  argsError(cobra.MaximumNArgs(1)),
@@ -90,12 +91,23 @@ func newAuditVerifyCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return verifyAudit(cmd.OutOrStdout(), p)
+			return verifyAudit(cmd.OutOrStdout(), p, asJSON)
 		},
 	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the result as JSON")
+	return cmd
 }
 
-func verifyAudit(w io.Writer, p *pod.Pod) error {
+// verifyResult is audit verify's --json output.
+type verifyResult struct {
+	Pod    string `json:"pod"`
+	Intact bool   `json:"intact"`
+	Events int    `json:"events"`           // intact lines before the first bad one
+	Line   int    `json:"line,omitempty"`   // the first bad line
+	Reason string `json:"reason,omitempty"` // what is wrong with it
+}
+
+func verifyAudit(w io.Writer, p *pod.Pod, asJSON bool) error {
 	key, err := audit.KeyFor(pod.DefaultHome())
 	if err != nil {
 		return err
@@ -103,10 +115,18 @@ func verifyAudit(w io.Writer, p *pod.Pod) error {
 	n, err := audit.Verify(p.AuditPath(), key)
 	var ve *audit.VerifyError
 	if errors.As(err, &ve) {
+		if asJSON {
+			if err := writeJSON(w, verifyResult{Pod: p.Name, Events: n, Line: ve.Line, Reason: ve.Reason}); err != nil {
+				return err
+			}
+		}
 		return &exitError{1, fmt.Sprintf("audit trail of %s is NOT intact: %s", p.Name, ve.Error())}
 	}
 	if err != nil {
 		return err
+	}
+	if asJSON {
+		return writeJSON(w, verifyResult{Pod: p.Name, Intact: true, Events: n})
 	}
 	fmt.Fprintf(w, "audit trail of %s intact: %s\n", p.Name, plural(n, "event", "events"))
 	return nil

@@ -86,7 +86,11 @@ func (u usageError) Unwrap() error { return u.error }
 
 func isUsage(err error) bool {
 	var u usageError
-	return errors.As(err, &u)
+	if errors.As(err, &u) {
+		return true
+	}
+	// cobra reports an unknown verb with a plain error.
+	return strings.HasPrefix(err.Error(), "unknown command ")
 }
 
 // oneLine keeps every error message on a single line, whatever a kernel

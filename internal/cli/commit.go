@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -57,7 +58,14 @@ changed since the pod copied it is a conflict: nothing is applied unless
 }
 
 func commitPod(w io.Writer, p *pod.Pod, paths []string, f commitFlags) error {
-	for _, x := range f.exclude {
+	paths, err := layer.ResolveArgs(p.Roots(), paths)
+	if err != nil {
+		return err
+	}
+	if f.exclude, err = layer.ResolveArgs(p.Roots(), f.exclude); err != nil {
+		return err
+	}
+	for _, x := range append(slices.Clone(paths), f.exclude...) {
 		if err := layer.ValidatePath(x); err != nil {
 			return err
 		}
@@ -70,7 +78,7 @@ func commitPod(w io.Writer, p *pod.Pod, paths []string, f commitFlags) error {
 		return err
 	}
 	defer unlock()
-	if _, err := layer.Recover(p.JournalDir()); err != nil {
+	if _, err = layer.Recover(p.JournalDir()); err != nil {
 		return err
 	}
 	if err := refuseRunning(p, "commit"); err != nil {
@@ -84,11 +92,23 @@ func commitPod(w io.Writer, p *pod.Pod, paths []string, f commitFlags) error {
 	if err != nil {
 		return err
 	}
+	outside := 0
+	if len(paths) == 0 {
+		shown, _ := layer.FilterNoise(all, p.Config.Diff.Ignore)
+		for _, c := range shown {
+			if c.Root != "workspace" {
+				outside++
+			}
+		}
+	}
 	base, err := layer.LoadBase(p.BasePath())
 	if err != nil {
 		return err
 	}
 	res, err := layer.Commit(p.Roots(), chosen, p.JournalDir(), base, layer.CommitOptions{Force: f.force, DryRun: f.dryRun, Actor: actor()})
+	if res != nil {
+		res.Outside = outside
+	}
 	if res != nil && !f.dryRun {
 		auditCommit(p, res, err)
 	}
@@ -177,6 +197,10 @@ func printCommit(w io.Writer, res *layer.CommitResult, f commitFlags) error {
 		fmt.Fprintln(w, "nothing to commit")
 	default:
 		fmt.Fprintf(w, "commit %s: %s applied (airlock undo %s puts the host back)\n", res.ID, plural(len(res.Applied), "change", "changes"), res.ID)
+	}
+	if res.Outside > 0 {
+		fmt.Fprintf(w, "%s outside the workspace (~/...) left in the layer: commit takes them only by name, e.g. airlock commit ~/.bashrc\n",
+			plural(res.Outside, "change", "changes"))
 	}
 	return nil
 }

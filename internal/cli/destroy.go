@@ -12,7 +12,7 @@ import (
 func init() { commands = append(commands, newDestroyCmd) }
 
 func newDestroyCmd() *cobra.Command {
-	var force bool
+	var force, asJSON bool
 	cmd := &cobra.Command{
 		Use:     "destroy POD...",
 		Aliases: []string{"rm"},
@@ -27,6 +27,7 @@ refused unless --force, which kills it first.`,
 				return err
 			}
 			var errs []error
+			destroyed := []string{}
 			for _, name := range args {
 				if err := pod.ValidateName(name); err != nil {
 					errs = append(errs, err)
@@ -36,11 +37,20 @@ refused unless --force, which kills it first.`,
 					errs = append(errs, fmt.Errorf("destroying %s: %w", name, err))
 					continue
 				}
-				fmt.Fprintf(cmd.OutOrStdout(), "destroyed %s\n", name)
+				destroyed = append(destroyed, name)
+				if !asJSON {
+					fmt.Fprintf(cmd.OutOrStdout(), "destroyed %s\n", name)
+				}
+			}
+			if asJSON {
+				if err := writeJSON(cmd.OutOrStdout(), map[string]any{"destroyed": destroyed}); err != nil {
+					return err
+				}
 			}
 			return errors.Join(errs...)
 		},
 	}
 	cmd.Flags().BoolVarP(&force, "force", "f", false, "kill a running pod first")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the destroyed pods as JSON")
 	return cmd
 }

@@ -46,13 +46,21 @@ current directory's.`,
 			if err != nil {
 				return err
 			}
-			hidden := 0
-			if !f.all {
-				changes, hidden = layer.FilterNoise(changes, p.Config.Diff.Ignore)
-			}
 			if len(paths) > 0 {
+				if paths, err = layer.ResolveArgs(p.Roots(), paths); err != nil {
+					return err
+				}
 				if changes, err = layer.Select(changes, paths, nil); err != nil {
 					return err
+				}
+			}
+			hidden := 0
+			if !f.all {
+				shown, n := layer.FilterNoise(changes, p.Config.Diff.Ignore)
+				// A path named on purpose (airlock diff ~/.cache/x) is shown
+				// even when it is noise.
+				if len(shown) > 0 || len(paths) == 0 {
+					changes, hidden = shown, n
 				}
 			}
 			return printDiff(cmd.OutOrStdout(), p.Roots(), changes, hidden, f)

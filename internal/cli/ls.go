@@ -2,6 +2,7 @@ package cli
 
 import (
 	"fmt"
+	"sort"
 	"text/tabwriter"
 	"time"
 
@@ -25,6 +26,7 @@ type summary struct {
 	Changes   *int              `json:"changes,omitempty"`
 	Walls     map[string]string `json:"walls,omitempty"`
 	Dir       string            `json:"dir"`
+	Error     string            `json:"error,omitempty"` // state "broken": why the pod cannot be loaded
 }
 
 func podSummary(p *pod.Pod) summary {
@@ -51,23 +53,37 @@ func newLsCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			pods, err := s.List()
+			pods, broken, err := s.ListAll()
 			if err != nil {
 				return err
 			}
-			out := make([]summary, 0, len(pods))
+			out := make([]summary, 0, len(pods)+len(broken))
 			for _, p := range pods {
 				out = append(out, podSummary(p))
 			}
+			for _, b := range broken {
+				out = append(out, summary{Name: b.Name, State: "broken", Error: oneLine(b.Err.Error())})
+			}
+			sort.SliceStable(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 			if asJSON {
 				return writeJSON(cmd.OutOrStdout(), out)
 			}
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "NAME\tSTATE\tWORKSPACE\tCREATED")
 			for _, s := range out {
+				if s.State == "broken" {
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", s.Name, s.State, "?", "?")
+					continue
+				}
 				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", s.Name, s.State, layer.EscapeName(s.Workspace), s.Created.Local().Format("2006-01-02 15:04"))
 			}
-			return tw.Flush()
+			if err := tw.Flush(); err != nil {
+				return err
+			}
+			for _, b := range broken {
+				fmt.Fprintf(cmd.ErrOrStderr(), "airlock: warning: %s\n", layer.EscapeName(oneLine(b.Err.Error())))
+			}
+			return nil
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")

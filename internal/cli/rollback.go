@@ -43,6 +43,9 @@ func newRollbackCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if paths, err = layer.ResolveArgs(p.Roots(), paths); err != nil {
+				return err
+			}
 			chosen, err := layer.Select(all, paths, nil)
 			if err != nil {
 				return err

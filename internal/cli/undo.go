@@ -51,11 +51,19 @@ a conflict and stops the undo unless --force. --list shows the commits.`,
 				}
 				return tw.Flush()
 			}
+			// Undo rewrites the overlay's lower (the host) under a running
+			// pod's mounted view, and the pod may hold the paths open.
+			if err := refuseRunning(p, "undo"); err != nil {
+				return err
+			}
 			unlock, err := p.Lock()
 			if err != nil {
 				return err
 			}
 			defer unlock()
+			if err := refuseRunning(p, "undo"); err != nil {
+				return err
+			}
 			info, err := layer.Undo(p.JournalDir(), firstArg(rest), force)
 			if err != nil {
 				record(p, "undo", map[string]any{"commit": firstArg(rest)}, "error: "+err.Error())

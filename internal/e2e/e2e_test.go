@@ -44,6 +44,7 @@ type env struct {
 	t    *testing.T
 	home string
 	ws   string
+	vars []string // extra environment for airlock, e.g. HOME=...
 }
 
 func newEnv(t *testing.T) *env {
@@ -97,7 +98,7 @@ func (e *env) run(in string, args ...string) result {
 	e.t.Helper()
 	cmd := exec.Command(bin, args...)
 	cmd.Dir = e.ws
-	cmd.Env = append(os.Environ(), "AIRLOCK_HOME="+e.home)
+	cmd.Env = append(append(os.Environ(), "AIRLOCK_HOME="+e.home), e.vars...)
 	cmd.Stdin = strings.NewReader(in)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb

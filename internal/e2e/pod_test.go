@@ -208,6 +208,10 @@ func TestCommitRefusedWhileRunning(t *testing.T) {
 	waitFor(t, func() bool { return strings.Contains(e.run("", "status", "p").stdout, "running") })
 	e.expect(5, "running", "commit", "p")
 	e.expect(5, "running", "rollback", "p")
+	e.expect(5, "running", "undo", "p")
+	if got := e.read("f"); !strings.HasPrefix(got, "<") {
+		t.Errorf("a refused commit reached the host: %q", got)
+	}
 	if r := <-done; r.code != 0 {
 		t.Fatalf("run: %d %s", r.code, r.stderr)
 	}

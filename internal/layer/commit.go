@@ -42,6 +42,9 @@ type CommitResult struct {
 	Skipped   []Skipped  `json:"skipped,omitempty"`
 	Conflicts []Conflict `json:"conflicts,omitempty"`
 	DryRun    bool       `json:"dry_run,omitempty"`
+	// Outside counts the changes outside the workspace (home, extra roots)
+	// that a commit without paths left in the layer; set by the caller.
+	Outside int `json:"outside_workspace,omitempty"`
 }
 
 // Commit applies changes (already chosen by the caller) to the host, each

@@ -2,6 +2,7 @@ package layer
 
 import (
 	"path"
+	"path/filepath"
 	"strings"
 	"unicode"
 	"unicode/utf8"
@@ -12,19 +13,26 @@ import (
 // maxPathArg bounds a user-given path argument (PATH_MAX).
 const maxPathArg = 4096
 
+// absRoot marks a selector given as an absolute host path.
+const absRoot = "/"
+
 // ValidatePath checks one user-given path argument for diff, commit or
-// rollback. Two forms are accepted: a workspace-relative path ("src/a.go",
-// "./src", "src/", ".") and a home path ("~", "~/x"). Everything else is
-// rejected with errdefs.ErrInvalid: empty, absolute, a ".." that climbs out
-// after cleaning, control characters (NUL, newline, ESC, DEL, C1), "~user",
-// and anything longer than 4096 bytes.
+// rollback. Three forms are accepted: a workspace-relative path
+// ("src/a.go", "./src", "src/", "."), a home path ("~", "~/x"), and an
+// absolute host path, which selects changes of extra copy-on-write roots
+// (ResolveArgs maps absolute workspace and home paths to the first two
+// forms first, and refuses those outside every root). Everything else is
+// rejected with errdefs.ErrInvalid: empty, a ".." that climbs out after
+// cleaning, control characters (NUL, newline, ESC, DEL, C1), "~user", and
+// anything longer than 4096 bytes.
 func ValidatePath(p string) error {
 	_, _, err := parsePathArg(p)
 	return err
 }
 
-// parsePathArg validates p and returns the root it names ("workspace" or
-// "home") and the cleaned path inside that root ("" for the root itself).
+// parsePathArg validates p and returns the root it names ("workspace",
+// "home", or absRoot for an absolute path) and the cleaned path inside that
+// root ("" for the root itself; the whole clean path for absRoot).
 func parsePathArg(p string) (root, rel string, err error) {
 	if p == "" {
 		return "", "", errdefs.Invalid("empty path: name a workspace path like src/a.go or a home path like ~/x")
@@ -44,7 +52,10 @@ func parsePathArg(p string) (root, rel string, err error) {
 	case strings.HasPrefix(p, "~"):
 		return "", "", errdefs.Invalid("path %s names another user's home: only ~/ paths are allowed", EscapeName(p))
 	case strings.HasPrefix(p, "/"):
-		return "", "", errdefs.Invalid("path %s is absolute: give it relative to the workspace or as ~/...", EscapeName(p))
+		// An absolute path names an extra copy-on-write root's change by its
+		// host path; ResolveArgs has already turned workspace and home paths
+		// into their relative forms and refused paths outside every root.
+		return absRoot, path.Clean(p), nil
 	}
 	if body == "" {
 		return root, "", nil
@@ -81,6 +92,13 @@ type pathSel struct {
 }
 
 func (s pathSel) covers(c Change) bool {
+	if s.root == absRoot {
+		if c.Root == "workspace" || c.Root == "home" {
+			return false // their changes are selected by relative and ~/ paths
+		}
+		d := c.Display()
+		return s.rel == "/" || d == s.rel || strings.HasPrefix(d, s.rel+"/")
+	}
 	if c.Root != s.root {
 		return false
 	}
@@ -227,4 +245,74 @@ func starMatch(pattern, name string) bool {
 		name = name[i+len(mid):]
 	}
 	return len(name) >= len(last) && strings.HasSuffix(name, last)
+}
+
+// ResolveArgs rewrites the absolute path arguments a shell hands over
+// (a tab-completed /home/me/proj/src, an expanded ~/.bashrc) into the form
+// Select understands: workspace paths relative, home paths as ~/..., paths
+// of extra roots kept absolute. The deepest root holding a path wins (a
+// workspace inside the home directory is the workspace). An absolute path
+// outside every root is errdefs.ErrInvalid. Other arguments pass unchanged
+// (Select validates them).
+func ResolveArgs(roots []Root, args []string) ([]string, error) {
+	out := make([]string, len(args))
+	for i, a := range args {
+		if !strings.HasPrefix(a, "/") || indexControl(a) >= 0 {
+			out[i] = a
+			continue
+		}
+		r, err := resolveAbs(roots, path.Clean(a))
+		if err != nil {
+			return nil, err
+		}
+		out[i] = r
+	}
+	return out, nil
+}
+
+func resolveAbs(roots []Root, p string) (string, error) {
+	best := -1
+	for i, r := range roots {
+		if under(p, r.Host) && (best < 0 || len(r.Host) > len(roots[best].Host)) {
+			best = i
+		}
+	}
+	if best < 0 {
+		if real := realPrefix(p); real != p {
+			return resolveAbs(roots, real)
+		}
+		return "", errdefs.Invalid("path %s is outside the workspace and every copy-on-write directory: name a path inside them", EscapeName(p))
+	}
+	r := roots[best]
+	rel := strings.TrimPrefix(strings.TrimPrefix(p, r.Host), "/")
+	switch r.Name {
+	case "workspace":
+		if rel == "" {
+			return ".", nil
+		}
+		return rel, nil
+	case "home":
+		return path.Join("~", rel), nil
+	}
+	return p, nil
+}
+
+// under reports whether p is dir or beneath it (both clean and absolute).
+func under(p, dir string) bool {
+	return dir == "/" || p == dir || strings.HasPrefix(p, dir+"/")
+}
+
+// realPrefix resolves symlinks in the longest existing leading part of p
+// (/home -> /data/home), so a path typed through a symlinked directory
+// still finds its root. It only interprets an argument: commit and
+// rollback resolve every path themselves, beneath the root, by descriptor.
+func realPrefix(p string) string {
+	rest := ""
+	for d := p; d != "/"; d = path.Dir(d) {
+		if real, err := filepath.EvalSymlinks(d); err == nil {
+			return path.Join(real, rest)
+		}
+		rest = path.Join(path.Base(d), rest)
+	}
+	return p
 }

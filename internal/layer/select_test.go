@@ -2,6 +2,7 @@ package layer
 
 import (
 	"errors"
+	"path"
 	"strings"
 	"testing"
 
@@ -16,7 +17,7 @@ func TestValidatePath(t *testing.T) {
 			t.Errorf("ValidatePath(%q) = %v, want ok", p, err)
 		}
 	}
-	bad := []string{"", "/etc/passwd", "/", "..", "../x", "./..", "src/../../x", "a/b/../../..",
+	bad := []string{"", "..", "../x", "./..", "src/../../x", "a/b/../../..",
 		"~/..", "~/../root", "~/a/../../b", "~root", "~root/.ssh", "~~", "a\x00b", "a\nb", "a\rb",
 		"\x1b]0;x\x07", "tab\tname", "del\x7f", "c1\u0085", "c1\u009b[2J", strings.Repeat("a", 4097)}
 	for _, p := range bad {
@@ -41,6 +42,12 @@ func FuzzValidatePath(f *testing.F) {
 		if err != nil {
 			if !errors.Is(err, errdefs.ErrInvalid) || strings.ContainsAny(err.Error(), "\n\r\x1b\x00") {
 				t.Fatalf("bad error for %q: %q", p, err)
+			}
+			return
+		}
+		if root == absRoot {
+			if rel != path.Clean(rel) || !strings.HasPrefix(rel, "/") || strings.ContainsRune(rel, 0) {
+				t.Fatalf("%q accepted as the absolute selector %q", p, rel)
 			}
 			return
 		}
@@ -81,6 +88,9 @@ func TestSelect(t *testing.T) {
 		{[]string{"~"}, []string{"~/.cache"}, "~/.bashrc"},
 		{[]string{"."}, []string{"src", "docs", "srcx"}, "a\nb"},
 		{nil, []string{"src", "~"}, "docs,docs/a.md,srcx,a\nb,/opt/tool/bin/t"},
+		{[]string{"/opt/tool"}, nil, "/opt/tool/bin/t"},
+		{[]string{"/opt/tool/bin/t"}, nil, "/opt/tool/bin/t"},
+		{nil, []string{"/opt/tool/bin"}, "docs,docs/a.md,src,src/a.go,src/ab.go,src/gen/x.go,srcx,a\nb,~/.bashrc,~/.cache/pip/x"},
 	}
 	for _, c := range cases {
 		got, err := Select(selectFixture, c.paths, c.exclude)
@@ -103,7 +113,7 @@ func TestSelectErrors(t *testing.T) {
 	if !errors.Is(err, errdefs.ErrNotFound) || err.Error() != `no change at missing\u202etxt.exe; see airlock diff` {
 		t.Fatalf("unmatched path: got %v, want escaped NotFound", err)
 	}
-	for _, attack := range []string{"../../etc/shadow", "/etc/shadow", "~root/.ssh/id_rsa", "src/../../.."} {
+	for _, attack := range []string{"../../etc/shadow", "~root/.ssh/id_rsa", "src/../../.."} {
 		if _, err := Select(selectFixture, []string{attack}, nil); !errors.Is(err, errdefs.ErrInvalid) {
 			t.Errorf("Select(%q): got %v, want ErrInvalid", attack, err)
 		}
@@ -114,6 +124,36 @@ func TestSelectErrors(t *testing.T) {
 	// "sr" is a prefix of "src" as a string but not as a path.
 	if _, err := Select(selectFixture, []string{"sr"}, nil); !errors.Is(err, errdefs.ErrNotFound) {
 		t.Fatalf("Select(sr): got %v, want NotFound", err)
+	}
+}
+
+// The shell hands over absolute paths: a tab-completed workspace path, an
+// expanded ~/x. They select the same changes as their relative forms; a
+// path outside every root, or one that climbs out with "..", is refused.
+func TestResolveArgs(t *testing.T) {
+	roots := []Root{{Name: "workspace", Host: "/home/me/proj"}, {Name: "home", Host: "/home/me"}, {Name: "/opt/tool", Host: "/opt/tool"}}
+	good := map[string]string{
+		"/home/me/proj":          ".",
+		"/home/me/proj/":         ".",
+		"/home/me/proj/src/a.go": "src/a.go",
+		"/home/me/proj/src/../x": "x",
+		"/home/me":               "~",
+		"/home/me/.bashrc":       "~/.bashrc",
+		"/home/me/projx":         "~/projx",
+		"/opt/tool/bin/t":        "/opt/tool/bin/t",
+		"src/a.go":               "src/a.go",
+		"~/.bashrc":              "~/.bashrc",
+	}
+	for in, want := range good {
+		got, err := ResolveArgs(roots, []string{in})
+		if err != nil || got[0] != want {
+			t.Errorf("ResolveArgs(%q) = %q, %v; want %q", in, got, err, want)
+		}
+	}
+	for _, bad := range []string{"/etc/shadow", "/", "/home", "/home/me/proj/../../../etc/shadow", "/opt/toolx"} {
+		if got, err := ResolveArgs(roots, []string{"src", bad}); !errors.Is(err, errdefs.ErrInvalid) {
+			t.Errorf("ResolveArgs(%q) = %q, %v; want ErrInvalid", bad, got, err)
+		}
 	}
 }
 

@@ -55,7 +55,7 @@ func probeXattr(dir string) error {
 		return nil
 	}
 	if errors.Is(err, unix.ENOTSUP) || errors.Is(err, unix.EOPNOTSUPP) {
-		return errdefs.Unsupported("the file system of %s does not support %s extended attributes, which a copy-on-write layer needs; set AIRLOCK_HOME to a directory on ext4, xfs, btrfs or tmpfs", dir, attr[:len(attr)-len(".airlock.probe")])
+		return errdefs.Unsupported("the file system of the airlock home %s does not support %s extended attributes, which a copy-on-write layer needs; set AIRLOCK_HOME to a directory on ext4, xfs, btrfs or tmpfs", filepath.Dir(filepath.Dir(dir)), attr[:len(attr)-len(".airlock.probe")])
 	}
 	return fmt.Errorf("probing extended attributes on %s: %w", dir, &os.PathError{Op: "setxattr", Path: dir, Err: err})
 }

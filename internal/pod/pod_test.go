@@ -177,6 +177,36 @@ func TestCreateGetList(t *testing.T) {
 	}
 }
 
+// One pod with a corrupt state.json must not hide the others: ls still
+// lists everything (naming the broken one) and commands on other
+// workspaces still find their pod.
+func TestListSurvivesABrokenPod(t *testing.T) {
+	s, ws := newStore(t)
+	if _, err := s.Create("good", ws, nil); err != nil {
+		t.Fatal(err)
+	}
+	bad, err := s.Create("bad", t.TempDir(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(bad.StatePath(), []byte("{garbage"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	pods, broken, err := s.ListAll()
+	if err != nil || len(pods) != 1 || pods[0].Name != "good" || len(broken) != 1 || broken[0].Name != "bad" {
+		t.Fatalf("ListAll = %v, %v, %v", pods, broken, err)
+	}
+	if !strings.Contains(broken[0].Err.Error(), "destroy bad") {
+		t.Errorf("broken pod error does not say how to fix it: %v", broken[0].Err)
+	}
+	if p, err := s.ForWorkspace(ws); err != nil || p.Name != "good" {
+		t.Fatalf("ForWorkspace beside a broken pod = %v, %v", p, err)
+	}
+	if err := s.Destroy("bad", false); err != nil {
+		t.Fatalf("destroying the broken pod: %v", err)
+	}
+}
+
 func TestCreateRejectsBadWorkspaces(t *testing.T) {
 	s, ws := newStore(t)
 	file := filepath.Join(ws, "file")

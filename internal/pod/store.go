@@ -159,13 +159,30 @@ func (s *Store) Get(name string) (*Pod, error) {
 	return p, nil
 }
 
-// List loads every pod, sorted by name.
+// Broken is a pod directory that cannot be loaded (a corrupt state.json
+// or pod.yaml); it is listed so the person can see and destroy it.
+type Broken struct {
+	Name string
+	Err  error
+}
+
+// List loads every pod, sorted by name. A pod that cannot be loaded is
+// left out (ListAll reports it), so one damaged pod never stops commands
+// on the others.
 func (s *Store) List() ([]*Pod, error) {
+	pods, _, err := s.ListAll()
+	return pods, err
+}
+
+// ListAll loads every pod, sorted by name, and names the pod directories
+// that could not be loaded.
+func (s *Store) ListAll() ([]*Pod, []Broken, error) {
 	entries, err := os.ReadDir(s.podsDir())
 	if err != nil {
-		return nil, fmt.Errorf("listing pods in %s: %w", s.podsDir(), err)
+		return nil, nil, fmt.Errorf("listing pods in %s: %w", s.podsDir(), err)
 	}
 	var pods []*Pod
+	var broken []Broken
 	for _, e := range entries {
 		if !e.IsDir() || ValidateName(e.Name()) != nil {
 			continue // temp and trash dirs start with "."
@@ -175,12 +192,13 @@ func (s *Store) List() ([]*Pod, error) {
 			continue // destroyed while we listed
 		}
 		if err != nil {
-			return nil, err
+			broken = append(broken, Broken{Name: e.Name(), Err: err})
+			continue
 		}
 		pods = append(pods, p)
 	}
 	sort.Slice(pods, func(i, j int) bool { return pods[i].Name < pods[j].Name })
-	return pods, nil
+	return pods, broken, nil
 }
 
 // ForWorkspace returns the pod bound to workspace dir (symlinks resolved);

@@ -1,0 +1,149 @@
+package e2e
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+// withHome gives the test's pods a home directory of their own, so that
+// a commit of ~/... never touches the real one.
+func (e *env) withHome() string {
+	e.t.Helper()
+	home := filepath.Join(e.t.TempDir(), "home")
+	if err := os.MkdirAll(home, 0o755); err != nil {
+		e.t.Fatal(err)
+	}
+	e.vars = append(e.vars, "HOME="+home)
+	return home
+}
+
+// Every verb that reports something has --json, and prints exactly one
+// JSON value on stdout.
+func TestJSONEverywhere(t *testing.T) {
+	e := newEnv(t)
+	e.withHome()
+	decode := func(args ...string) any {
+		t.Helper()
+		r := e.must(append(args, "--json")...)
+		var v any
+		if err := json.Unmarshal([]byte(r.stdout), &v); err != nil {
+			t.Fatalf("airlock %s --json: not JSON (%v):\n%s", strings.Join(args, " "), err, r.stdout)
+		}
+		return v
+	}
+	decode("init", "p")
+	e.must("run", "p", "--", "sh", "-c", "echo x > x.txt; echo y > y.txt")
+	decode("ls")
+	decode("status", "p")
+	decode("diff", "p")
+	decode("commit", "p", "x.txt", "--dry-run")
+	c := decode("commit", "p", "x.txt").(map[string]any)
+	if id, _ := c["id"].(string); id == "" {
+		t.Errorf("commit --json has no id: %v", c)
+	}
+	decode("undo", "p", "--list")
+	decode("undo", "p")
+	decode("rollback", "p", "y.txt")
+	decode("audit", "p")
+	v := decode("audit", "verify", "p").(map[string]any)
+	if v["intact"] != true {
+		t.Errorf("audit verify --json on an intact trail: %v", v)
+	}
+	d := decode("destroy", "p").(map[string]any)
+	if got, _ := json.Marshal(d["destroyed"]); string(got) != `["p"]` {
+		t.Errorf("destroy --json: %v", d)
+	}
+}
+
+// A typo in the verb is a usage error like any other.
+func TestUnknownVerbIsUsage(t *testing.T) {
+	e := newEnv(t)
+	e.expect(2, "unknown command", "comit")
+	e.expect(2, "unknown flag", "diff", "--stats")
+}
+
+// The shell expands ~ and completes absolute paths: commit, diff and
+// rollback take them when they lie inside the workspace or the home
+// directory, and refuse anything else as invalid input.
+func TestAbsoluteAndHomePaths(t *testing.T) {
+	e := newEnv(t)
+	home := e.withHome()
+	e.must("init", "p")
+	e.must("run", "p", "--", "sh", "-c", "echo a > src/a.txt; echo b > b.txt; echo rc > ~/.toolrc")
+	if out := e.must("diff", "p", filepath.Join(home, ".toolrc")).stdout; !strings.Contains(out, "~/.toolrc") {
+		t.Errorf("diff of an expanded ~ path: %q", out)
+	}
+	// Without paths, commit takes the workspace only, and says what it left.
+	out := e.must("commit", "p", filepath.Join(e.ws, "src")).stdout
+	if !strings.Contains(out, "src/a.txt") || e.read("src/a.txt") != "a\n" {
+		t.Fatalf("commit of an absolute workspace path: %s", out)
+	}
+	out = e.must("commit", "p").stdout
+	if !strings.Contains(out, "b.txt") || !strings.Contains(out, "1 change outside the workspace") {
+		t.Errorf("commit without paths does not say what it left in the layer:\n%s", out)
+	}
+	if _, err := os.Stat(filepath.Join(home, ".toolrc")); !os.IsNotExist(err) {
+		t.Fatalf("commit without paths wrote the home directory: %v", err)
+	}
+	for _, bad := range []string{"/etc/passwd", e.ws + "/../x", filepath.Dir(e.ws)} {
+		r := e.run("", "commit", "p", bad)
+		if r.code != 2 || !strings.Contains(r.stderr, "outside") {
+			t.Errorf("commit %s: exit %d, stderr %q; want 2 and 'outside'", bad, r.code, r.stderr)
+		}
+	}
+	e.must("commit", "p", filepath.Join(home, ".toolrc"))
+	if b, err := os.ReadFile(filepath.Join(home, ".toolrc")); err != nil || string(b) != "rc\n" {
+		t.Fatalf("~/.toolrc after commit by absolute path: %q %v", b, err)
+	}
+	e.must("undo", "p")
+	if _, err := os.Stat(filepath.Join(home, ".toolrc")); !os.IsNotExist(err) {
+		t.Fatalf("undo left ~/.toolrc: %v", err)
+	}
+}
+
+// A pod whose state was damaged is listed as broken; it does not stop ls,
+// nor the pods of other workspaces, and destroy removes it.
+func TestBrokenPodDoesNotBlockOthers(t *testing.T) {
+	e := newEnv(t)
+	e.must("init", "good")
+	other := t.TempDir()
+	e.must("init", "bad", "--workspace", other)
+	if err := os.WriteFile(filepath.Join(e.home, "pods", "bad", "state.json"), []byte("{"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ls := e.must("ls").stdout
+	if !strings.Contains(ls, "good") || !strings.Contains(ls, "broken") {
+		t.Errorf("ls beside a broken pod:\n%s", ls)
+	}
+	e.must("run", "--", "true") // finds "good" through the workspace
+	if r := e.must("ls", "--json"); strings.Count(r.stdout, `"name"`) != 2 {
+		t.Errorf("ls --json: %s", r.stdout)
+	}
+	e.must("destroy", "bad")
+}
+
+// A state directory on a file system that cannot hold an overlay upper
+// (ramfs keeps no trusted.* xattrs) is refused before anything is made:
+// init exits 6, run 125, and no half-built pod is left.
+func TestStateDirCannotHoldUpper(t *testing.T) {
+	e := newEnv(t)
+	mnt := t.TempDir()
+	if err := unix.Mount("none", mnt, "ramfs", 0, ""); err != nil {
+		t.Fatalf("mounting ramfs: %v", err)
+	}
+	t.Cleanup(func() { _ = unix.Unmount(mnt, unix.MNT_DETACH) })
+	e.home = filepath.Join(mnt, "state")
+	e.expect(6, "AIRLOCK_HOME", "init", "p")
+	r := e.run("", "run", "--", "true")
+	if r.code != 125 || !strings.Contains(r.stderr, "extended attributes") {
+		t.Errorf("run on ramfs: exit %d, stderr %q", r.code, r.stderr)
+	}
+	if ents, _ := os.ReadDir(filepath.Join(e.home, "pods")); len(ents) != 0 {
+		t.Errorf("refused pods left %d entries in pods/", len(ents))
+	}
+}
