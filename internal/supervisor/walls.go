@@ -62,7 +62,7 @@ func (r *runner) buildCgroup(*sandbox.ViewConfig) error {
 	}
 	r.group = g
 	r.walls[WallCgroups] = fmt.Sprintf("up (cgroup v%d)", g.Version())
-	r.hooks = append(r.hooks, g.Add)
+	// onStart moves the init into r.group, beside the other hooks.
 	r.after = append(r.after, func() { r.cgroupEvents(); _ = g.Destroy() })
 	return nil
 }
