@@ -182,6 +182,7 @@ func (r *runner) saveRunState(start time.Time) {
 	}
 	defer unlock()
 	p.State.LastRun = start
+	p.State.LastExit = nil // unknown until finish: a killed supervisor never records one
 	p.State.SupervisorPID = os.Getpid()
 	p.State.Walls = r.walls
 	_ = p.SaveState()
