@@ -46,17 +46,19 @@ type Limits struct {
 
 // Stats is a snapshot of a group's usage and counters. Limits read 0 when unlimited.
 type Stats struct {
-	CPUUsec      uint64 `json:"cpu_usec"`
-	MemoryBytes  int64  `json:"memory_bytes"`
-	MemoryPeak   int64  `json:"memory_peak"`
-	MemoryLimit  int64  `json:"memory_limit"`
-	Pids         int64  `json:"pids"`
-	PidsLimit    int64  `json:"pids_limit"`
-	IOReadBytes  uint64 `json:"io_read_bytes"`
-	IOWriteBytes uint64 `json:"io_write_bytes"`
-	OOMKills     uint64 `json:"oom_kills"`
-	PidsMaxHits  uint64 `json:"pids_max_hits"`
-	Frozen       bool   `json:"frozen"`
+	CPUUsec     uint64 `json:"cpu_usec"`
+	MemoryBytes int64  `json:"memory_bytes"`
+	MemoryPeak  int64  `json:"memory_peak"`
+	MemoryLimit int64  `json:"memory_limit"`
+	// CPULimit is the CPU bandwidth limit as a number of CPUs (quota/period).
+	CPULimit     float64 `json:"cpu_limit"`
+	Pids         int64   `json:"pids"`
+	PidsLimit    int64   `json:"pids_limit"`
+	IOReadBytes  uint64  `json:"io_read_bytes"`
+	IOWriteBytes uint64  `json:"io_write_bytes"`
+	OOMKills     uint64  `json:"oom_kills"`
+	PidsMaxHits  uint64  `json:"pids_max_hits"`
+	Frozen       bool    `json:"frozen"`
 }
 
 // Group is one pod's control group.

@@ -1,6 +1,7 @@
 package cgroup
 
 import (
+	"errors"
 	"fmt"
 	"sort"
 	"syscall"
@@ -34,6 +35,11 @@ func killAll(freeze, thaw func() error, procs func() ([]int, error)) error {
 	for round := 0; round < 100; round++ {
 		frozen := freeze != nil && freeze() == nil
 		pids, err := procs()
+		if round > 0 && errors.Is(err, errdefs.ErrNotFound) {
+			// The group went away after our SIGKILLs: its owner saw it
+			// empty and removed it, so nothing of it is left to kill.
+			return nil
+		}
 		if err == nil {
 			for _, pid := range pids {
 				_ = syscall.Kill(pid, syscall.SIGKILL)

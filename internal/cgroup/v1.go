@@ -272,6 +272,9 @@ func (g *v1Group) Stats() (Stats, error) {
 	s.MemoryBytes = rd("memory", "memory.usage_in_bytes")
 	s.MemoryPeak = rd("memory", "memory.max_usage_in_bytes")
 	s.MemoryLimit = rd("memory", "memory.limit_in_bytes")
+	if q, per := rd("cpu", "cpu.cfs_quota_us"), rd("cpu", "cpu.cfs_period_us"); q > 0 && per > 0 {
+		s.CPULimit = float64(q) / float64(per)
+	}
 	s.Pids = rd("pids", "pids.current")
 	s.PidsLimit = rd("pids", "pids.max")
 	s.OOMKills = g.counter("memory", "memory.oom_control", "oom_kill")

@@ -161,6 +161,9 @@ func (g *v2Group) Stats() (Stats, error) {
 	s.MemoryBytes, _ = readInt(g.o, g.file("memory.current"))
 	s.MemoryPeak, _ = readInt(g.o, g.file("memory.peak"))
 	s.MemoryLimit, _ = readInt(g.o, g.file("memory.max"))
+	if t, err := g.o.read(g.file("cpu.max")); err == nil {
+		s.CPULimit = parseCPUMax(t)
+	}
 	s.Pids, _ = readInt(g.o, g.file("pids.current"))
 	s.PidsLimit, _ = readInt(g.o, g.file("pids.max"))
 	if t, err := g.o.read(g.file("memory.events")); err == nil {
@@ -177,6 +180,20 @@ func (g *v2Group) Stats() (Stats, error) {
 		s.Frozen = f == 1
 	}
 	return s, nil
+}
+
+// parseCPUMax turns cpu.max ("150000 100000", "max 100000") into CPUs; 0 is unlimited.
+func parseCPUMax(text string) float64 {
+	f := strings.Fields(text)
+	if len(f) != 2 {
+		return 0
+	}
+	q, err1 := strconv.ParseInt(f[0], 10, 64)
+	per, err2 := strconv.ParseInt(f[1], 10, 64)
+	if err1 != nil || err2 != nil || q <= 0 || per <= 0 {
+		return 0
+	}
+	return float64(q) / float64(per)
 }
 
 // parseIOStat sums rbytes and wbytes over the devices of io.stat

@@ -258,6 +258,7 @@ func TestV2Stats(t *testing.T) {
 		"memory.current": "1048576\n",
 		"memory.peak":    "4194304\n",
 		"memory.max":     "max\n",
+		"cpu.max":        "150000 100000\n",
 		"memory.events":  "low 0\nhigh 0\nmax 7\noom 2\noom_kill 2\noom_group_kill 0\n",
 		"pids.current":   "3\n",
 		"pids.max":       "50\n",
@@ -271,9 +272,29 @@ func TestV2Stats(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := Stats{CPUUsec: 1234567, MemoryBytes: 1 << 20, MemoryPeak: 4 << 20, MemoryLimit: 0, Pids: 3, PidsLimit: 50,
+	want := Stats{CPUUsec: 1234567, MemoryBytes: 1 << 20, MemoryPeak: 4 << 20, MemoryLimit: 0, CPULimit: 1.5, Pids: 3, PidsLimit: 50,
 		IOReadBytes: 101, IOWriteBytes: 202, OOMKills: 2, PidsMaxHits: 12, Frozen: true}
 	if s != want {
 		t.Errorf("Stats = %+v\nwant    %+v", s, want)
+	}
+}
+
+// TestKillGroupVanishes: the supervisor removes a pod's group as soon as
+// the pod is dead, which can happen between two rounds of Kill; that is
+// success, not "not found".
+func TestKillGroupVanishes(t *testing.T) {
+	rounds := 0
+	procs := func() ([]int, error) {
+		rounds++
+		if rounds == 1 {
+			return []int{0x3fffffff}, nil // above pid_max: the SIGKILL reaches nobody
+		}
+		return nil, errdefs.NotFound("gone")
+	}
+	if err := killAll(nil, nil, procs); err != nil {
+		t.Fatalf("killAll after the group vanished: %v", err)
+	}
+	if err := killAll(nil, nil, func() ([]int, error) { return nil, errdefs.NotFound("gone") }); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Fatalf("killAll of a group that never existed: %v, want ErrNotFound", err)
 	}
 }

@@ -28,7 +28,7 @@ exits non-zero when 'airlock run' could not start a pod here.`,
 				doctor.WriteText(cmd.OutOrStdout(), results)
 			}
 			if !doctor.CanRunPods(results) {
-				return &exitError{1, "this system cannot run pods: fix the missing items above"}
+				return &exitError{exitUnsupported, "this system cannot run pods: fix the missing items above"}
 			}
 			return nil
 		},

@@ -87,7 +87,7 @@ func newLimitCmd() *cobra.Command {
 				live = "applied to the running pod"
 			}
 			r := p.Config.Resources
-			record(p, "limit", map[string]any{"memory": int64(r.Memory), "cpus": r.CPUs, "pids": r.Pids}, "ok")
+			record(p, "limit", map[string]any{"memory": int64(r.Memory), "swap": int64(r.Swap), "cpus": r.CPUs, "pids": r.Pids, "live": live}, "ok")
 			fmt.Fprintf(cmd.OutOrStdout(), "limits of %s %s: memory %s, cpus %s, pids %s\n", p.Name, live, orUnlimited(r.Memory.String(), r.Memory == 0), orUnlimited(fmt.Sprint(r.CPUs), r.CPUs == 0), orUnlimited(fmt.Sprint(r.Pids), r.Pids == 0))
 			return nil
 		},
@@ -288,7 +288,7 @@ func printStats(w io.Writer, name string, st cgroup.Stats, asJSON bool, cpuPct f
 	if cpuPct > 0 {
 		fmt.Fprintf(w, " (%.0f%% now)", cpuPct)
 	}
-	fmt.Fprintln(w)
+	fmt.Fprintf(w, ", limit %s\n", orUnlimited(fmt.Sprintf("%g CPUs", st.CPULimit), st.CPULimit <= 0))
 	fmt.Fprintf(w, "  memory  %s of %s (peak %s)\n", config.ByteSize(st.MemoryBytes), lim(st.MemoryLimit), config.ByteSize(st.MemoryPeak))
 	fmt.Fprintf(w, "  pids    %d of %s\n", st.Pids, orUnlimited(fmt.Sprint(st.PidsLimit), st.PidsLimit <= 0))
 	fmt.Fprintf(w, "  io      read %s, written %s\n", config.ByteSize(int64(st.IOReadBytes)), config.ByteSize(int64(st.IOWriteBytes)))

@@ -22,11 +22,11 @@ func Checks() []Check {
 		{Name: "namespaces", Required: true, Check: checkNamespaces},
 		{Name: "overlayfs", Required: true, Check: checkOverlay},
 		{Name: "overlayfs in a user namespace", Check: checkOverlayUserNS},
-		{Name: "cgroups", Check: checkCgroups},
-		{Name: "seccomp", Check: checkSeccomp},
+		{Name: "cgroups", Downgrade: "cgroups", Check: checkCgroups},
+		{Name: "seccomp", Downgrade: "seccomp", Check: checkSeccomp},
 		{Name: "seccomp user notification", Check: checkSeccompNotify},
-		{Name: "landlock", Check: checkLandlock},
-		{Name: "nf_tables", Check: checkNftables},
+		{Name: "landlock", Downgrade: "landlock", Check: checkLandlock},
+		{Name: "nf_tables", Downgrade: "network", Check: checkNftables},
 		{Name: "pty", Check: checkPty},
 	}
 }

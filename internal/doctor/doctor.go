@@ -28,16 +28,22 @@ type Check struct {
 	// Required: run cannot start a pod without it (other walls can be
 	// downgraded explicitly with --downgrade).
 	Required bool
-	Check    func() Result
+	// Downgrade names the wall of a check that run needs unless the user
+	// accepts running without it (--downgrade WALL): run fails closed, so
+	// doctor counts it as needed and says how to downgrade.
+	Downgrade string
+	Check     func() Result
 }
 
 // Result is what a check found. Name and Required are copied from the Check.
 type Result struct {
 	Name     string `json:"name"`
 	Required bool   `json:"required"`
-	Status   string `json:"status"`
-	Detail   string `json:"detail"`
-	Fix      string `json:"fix,omitempty"`
+	// Downgrade is the --downgrade name of the wall this check is for, if any.
+	Downgrade string `json:"downgrade,omitempty"`
+	Status    string `json:"status"`
+	Detail    string `json:"detail"`
+	Fix       string `json:"fix,omitempty"`
 }
 
 // Run runs every check in order.
@@ -55,19 +61,24 @@ func run(c Check) (r Result) {
 		if p := recover(); p != nil {
 			r = Result{Status: Missing, Detail: fmt.Sprintf("the check itself failed: %v", p), Fix: "report this as a bug in airlock"}
 		}
-		r.Name, r.Required = c.Name, c.Required
+		r.Name, r.Required, r.Downgrade = c.Name, c.Required, c.Downgrade
 	}()
 	return c.Check()
 }
 
-// CanRunPods is false when a required check is missing.
+// CanRunPods is false when `airlock run` with its default walls would
+// refuse to start: a required check, or the check of a wall, is missing.
 func CanRunPods(results []Result) bool {
+	return len(blocking(results)) == 0
+}
+
+func blocking(results []Result) (out []Result) {
 	for _, r := range results {
-		if r.Required && r.Status == Missing {
-			return false
+		if r.Status == Missing && (r.Required || r.Downgrade != "") {
+			out = append(out, r)
 		}
 	}
-	return true
+	return out
 }
 
 // WriteText prints one aligned line per result, and the fix under each
@@ -76,8 +87,11 @@ func WriteText(w io.Writer, results []Result) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	for _, r := range results {
 		name := r.Name
-		if r.Required {
+		switch {
+		case r.Required:
 			name += " (required)"
+		case r.Downgrade != "":
+			name += " (wall)"
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\n", mark(r.Status), name, r.Detail)
 		if r.Status != OK && r.Fix != "" {
@@ -87,14 +101,21 @@ func WriteText(w io.Writer, results []Result) {
 	tw.Flush()
 	if CanRunPods(results) {
 		fmt.Fprintln(w, "airlock can run pods here.")
-	} else {
-		var miss []string
-		for _, r := range results {
-			if r.Required && r.Status == Missing {
-				miss = append(miss, r.Name)
-			}
+		return
+	}
+	var miss, walls []string
+	hard := false
+	for _, r := range blocking(results) {
+		miss = append(miss, r.Name)
+		if r.Required {
+			hard = true
+		} else {
+			walls = append(walls, "--downgrade "+r.Downgrade)
 		}
-		fmt.Fprintf(w, "airlock cannot run pods here: missing %s.\n", strings.Join(miss, ", "))
+	}
+	fmt.Fprintf(w, "airlock cannot run pods here: missing %s.\n", strings.Join(miss, ", "))
+	if !hard {
+		fmt.Fprintf(w, "airlock run fails closed without these walls; to accept running without them, pass %s (audited, and shown by status).\n", strings.Join(walls, " "))
 	}
 }
 

@@ -171,3 +171,28 @@ func TestPanickingCheck(t *testing.T) {
 		t.Errorf("%+v", r)
 	}
 }
+
+// TestMissingWallBlocks: run fails closed without a wall, so doctor must
+// not say pods can run; it names the --downgrade that would start one.
+func TestMissingWallBlocks(t *testing.T) {
+	results := []Result{
+		{Name: "kernel", Status: OK, Detail: "Linux 6.18"},
+		{Name: "seccomp", Downgrade: "seccomp", Status: Missing, Detail: "no filters", Fix: "enable CONFIG_SECCOMP_FILTER"},
+		{Name: "landlock", Downgrade: "landlock", Status: Warn, Detail: "old ABI"},
+	}
+	if CanRunPods(results) {
+		t.Error("CanRunPods true with the seccomp wall missing: run would refuse")
+	}
+	var b bytes.Buffer
+	WriteText(&b, results)
+	for _, want := range []string{"✗  seccomp (wall)", "cannot run pods here: missing seccomp.", "pass --downgrade seccomp"} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("doctor text lacks %q:\n%s", want, b.String())
+		}
+	}
+	for _, c := range Checks() {
+		if c.Name == "seccomp" && c.Downgrade != "seccomp" || c.Name == "landlock" && c.Downgrade != "landlock" || c.Name == "cgroups" && c.Downgrade != "cgroups" {
+			t.Errorf("check %s does not name its wall for --downgrade: %q", c.Name, c.Downgrade)
+		}
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -17,7 +18,16 @@ import (
 )
 
 func (r *runner) buildSeccomp(*sandbox.ViewConfig) error {
-	prog, err := compileSeccomp(r.cfg.Security.Seccomp)
+	profile := r.cfg.Security.Seccomp
+	if strings.HasPrefix(profile, "~/") {
+		// Validation accepts ~/policy.yaml; the file is the user's, not the pod's.
+		home := r.o.Pod.State.Home
+		if home == "" {
+			home = homeDir()
+		}
+		profile = expandPath(profile, home, r.o.Pod.State.Workspace)
+	}
+	prog, err := compileSeccomp(profile)
 	if err != nil {
 		return r.wallFailed(WallSeccomp, err)
 	}
@@ -48,6 +58,7 @@ func (r *runner) buildLandlock(v *sandbox.ViewConfig) error {
 
 func (r *runner) buildCgroup(*sandbox.ViewConfig) error {
 	res := r.cfg.Resources
+	r.diskQuotaStatus(res.Disk)
 	lim := cgroup.Limits{
 		Memory:   int64(res.Memory),
 		Swap:     int64(res.Swap),
@@ -65,6 +76,20 @@ func (r *runner) buildCgroup(*sandbox.ViewConfig) error {
 	// onStart moves the init into r.group, beside the other hooks.
 	r.after = append(r.after, func() { r.cgroupEvents(); _ = g.Destroy() })
 	return nil
+}
+
+// WallDiskQuota is the layer's size cap (resources.disk).
+const WallDiskQuota = "disk-quota"
+
+// diskQuotaStatus says in status (and in run.start's audited walls) that
+// resources.disk is not enforced yet, rather than letting the default
+// 10GiB/1M-inode cap look like a wall that is up.
+func (r *runner) diskQuotaStatus(d config.Disk) {
+	if d.Bytes <= 0 && d.Inodes <= 0 {
+		r.walls[WallDiskQuota] = "off (resources.disk: 0)"
+		return
+	}
+	r.walls[WallDiskQuota] = fmt.Sprintf("NOT ENFORCED (resources.disk %s / %d inodes is not implemented yet: the layer can grow until the host's disk is full)", d.Bytes, d.Inodes)
 }
 
 // cgroupEvents puts resource events (OOM kills, PID limit hits) in the

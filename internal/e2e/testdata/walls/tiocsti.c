@@ -2,7 +2,9 @@
 // classic way for a sandboxed program to make the shell outside it run
 // something. It tries the plain request and one with high bits set in the
 // 64-bit argument (the kernel reads the request as 32 bits, a filter that
-// compares 64 would miss it). Prints "TIOCSTI ret=R errno=E" per attempt.
+// compares 64 would miss it). Then TIOCLINUX's paste-selection, the same
+// injection through the console, plain and with high bits. Prints
+// "NAME ret=R errno=E" per attempt.
 #define _GNU_SOURCE
 #include <errno.h>
 #include <stdio.h>
@@ -21,6 +23,13 @@ int main(void)
 			r = syscall(SYS_ioctl, 0, reqs[i], p);
 		}
 		printf("TIOCSTI%d ret=%ld errno=%d\n", i, r, r < 0 ? errno : 0);
+	}
+	unsigned long lin[] = {TIOCLINUX, TIOCLINUX | (0xdeadbeefUL << 32)};
+	for (int i = 0; i < 2; i++) {
+		char sub = 3; /* TIOCL_PASTESEL */
+		errno = 0;
+		long r = syscall(SYS_ioctl, 0, lin[i], &sub);
+		printf("TIOCLINUX%d ret=%ld errno=%d\n", i, r, r < 0 ? errno : 0);
 	}
 	puts("survived");
 	return 0;
