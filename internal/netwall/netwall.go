@@ -39,8 +39,8 @@ import (
 
 // Event is one audited network decision.
 type Event struct {
-	Kind    string         // "dns" | "connect" | "leak" (a direct connection that tried to bypass the proxy and was denied)
-	Details map[string]any // name, type, answers / host, addr, port, path, bytes_up, bytes_down
+	Kind    string         // "dns" | "connect" | "leak" (a direct connection that tried to bypass the proxy and was denied) | "drop" (a packet the rules dropped)
+	Details map[string]any // name, type, answers / host, addr, port, path, bytes_up, bytes_down / proto, addr, port, count
 	Verdict string         // "allow" | "deny" | "error"
 	Reason  string
 }
@@ -52,6 +52,7 @@ type Wall struct {
 	audit  func(Event)
 	thread *nsThread
 	res    *resolver
+	drops  *dropLog // nil when the kernel offers no NFLOG
 	dialer net.Dialer
 
 	mu        sync.Mutex
@@ -129,6 +130,10 @@ func openPodNetns(pid int) (int, error) {
 func (w *Wall) startFiltered(nsFD int) error {
 	if err := installRules(nsFD); err != nil {
 		return err
+	}
+	if err := w.startDropLog(); err != nil {
+		// The packets are dropped all the same; only their record is lost.
+		w.report(Event{Kind: "drop", Verdict: "error", Reason: "dropped packets are not audited: " + err.Error()})
 	}
 	type svc struct {
 		network, addr string
@@ -297,6 +302,9 @@ func (w *Wall) Close() error {
 		}
 		servers := w.dnsSrv
 		w.mu.Unlock()
+		if w.drops != nil {
+			w.drops.close()
+		}
 		for _, s := range servers {
 			_ = s.Shutdown()
 		}

@@ -73,7 +73,8 @@ func configureLinks(nsFD int, filtered bool) error {
 //
 //	nat output:    daddr local -> accept; udp/tcp dport 53 -> redirect :53;
 //	               tcp -> redirect :3129
-//	filter output: daddr local -> accept; everything else -> drop (policy)
+//	filter output: daddr local -> accept; everything else -> log to the
+//	               drop log (rate-limited), drop (policy)
 //
 // "local" is loopback and the pod's own addresses. After the redirect the
 // packet's destination is loopback, so the filter chain passes exactly
@@ -99,10 +100,22 @@ func installRules(nsFD int) error {
 	c.AddRule(&nftables.Rule{Table: t, Chain: nat, Exprs: l4port(unix.IPPROTO_UDP, dnsPort, redirect(dnsPort))})
 	c.AddRule(&nftables.Rule{Table: t, Chain: nat, Exprs: l4port(unix.IPPROTO_TCP, dnsPort, redirect(dnsPort))})
 	c.AddRule(&nftables.Rule{Table: t, Chain: nat, Exprs: l4(unix.IPPROTO_TCP, redirect(transparentPort))})
+	c.AddRule(&nftables.Rule{Table: t, Chain: filter, Exprs: logDrops()})
 	if err := c.Flush(); err != nil {
 		return fmt.Errorf("installing the pod's nftables rules (is nf_tables with nat/redir in the kernel?): %w", err)
 	}
 	return nil
+}
+
+// logDrops copies the first bytes of a packet about to be dropped to the
+// drop log (droplog.go), at most dropRate a second; the chain's policy then
+// drops it.
+func logDrops() []expr.Any {
+	return []expr.Any{
+		&expr.Limit{Type: expr.LimitTypePkts, Rate: dropRate, Unit: expr.LimitTimeSecond, Burst: dropRate},
+		&expr.Log{Key: 1<<unix.NFTA_LOG_GROUP | 1<<unix.NFTA_LOG_SNAPLEN | 1<<unix.NFTA_LOG_QTHRESHOLD,
+			Group: dropGroup, Snaplen: dropSnaplen, QThreshold: 1},
+	}
 }
 
 func accept() []expr.Any { return []expr.Any{&expr.Verdict{Kind: expr.VerdictAccept}} }

@@ -45,7 +45,7 @@ func TestWall(t *testing.T) {
 	t.Run("connect-tricks", func(t *testing.T) { testConnectTricks(t, pod, log) })
 	t.Run("rebinding", func(t *testing.T) { testRebinding(t, inet, pod, log) })
 	t.Run("dns-exfiltration", func(t *testing.T) { testDNSExfiltration(t, inet, pod, log) })
-	t.Run("other-protocols", func(t *testing.T) { testOtherProtocols(t, pod) })
+	t.Run("other-protocols", func(t *testing.T) { testOtherProtocols(t, pod, log) })
 	t.Run("sni-mismatch", func(t *testing.T) { testSNIMismatch(t, inet, pod, log) })
 	t.Run("ipv6", func(t *testing.T) { testIPv6(t, pod, log) })
 	t.Run("live-policy", func(t *testing.T) { testLivePolicy(t, inet, pod, w) })
@@ -170,7 +170,7 @@ func testDNSExfiltration(t *testing.T, inet *internet, pod *testPod, log *auditL
 	// Through the configured resolver, then around it: straight at the
 	// authoritative server and at a public resolver, over UDP and TCP.
 	for _, q := range []struct{ network, server string }{
-		{"udp", "127.0.0.1:53"}, {"udp", "198.18.0.2:53"}, {"udp", "8.8.8.8:53"},
+		{"udp", "127.0.0.1:53"}, {"udp", "198.18.0.2:53"}, {"udp", "198.18.0.3:53"},
 		{"tcp", "198.18.0.2:53"}, {"udp", "[2001:4860:4860::8888]:53"},
 	} {
 		m, err := pod.dnsQuery(q.network, q.server, secret, dns.TypeTXT)
@@ -189,15 +189,16 @@ func testDNSExfiltration(t *testing.T, inet *internet, pod *testPod, log *auditL
 	if _, ok := log.find("dns", "deny", "exfil.evil.test"); !ok {
 		t.Errorf("denied query not audited")
 	}
-	// An allowed name asked of "8.8.8.8" is answered by the wall.
-	m, err := pod.dnsQuery("udp", "8.8.8.8:53", "allowed.test", dns.TypeA)
+	// An allowed name asked of an address with no resolver is answered by
+	// the wall.
+	m, err := pod.dnsQuery("udp", "198.18.0.3:53", "allowed.test", dns.TypeA)
 	if err != nil || len(m.Answer) != 1 {
-		t.Errorf("query via 8.8.8.8 = %v, %v; want the wall's answer", m, err)
+		t.Errorf("query via 198.18.0.3 = %v, %v; want the wall's answer", m, err)
 	}
 }
 
-func testOtherProtocols(t *testing.T, pod *testPod) {
-	for _, addr := range []string{"198.18.0.2:9999", "8.8.8.8:123", "[2001:db8::9]:443"} {
+func testOtherProtocols(t *testing.T, pod *testPod, log *auditLog) {
+	for _, addr := range []string{"198.18.0.2:9999", "198.18.0.3:123", "[2001:db8::9]:443"} {
 		c, err := pod.dial("udp", addr)
 		if err == nil {
 			_, err = c.Write([]byte("leak"))
@@ -220,6 +221,21 @@ func testOtherProtocols(t *testing.T, pod *testPod) {
 	})
 	if !errors.Is(err, syscall.EPERM) {
 		t.Errorf("raw ICMP echo: err = %v; want EPERM", err)
+	}
+	// Every drop is in the audit trail (NFLOG delivers it asynchronously).
+	for _, want := range [][]string{{"udp", "198.18.0.2", "port:9999"}, {"udp", "198.18.0.3", "port:123"},
+		{"udp", "2001:db8::9", "port:443"}, {"icmp", "198.18.0.2", "ICMP does not leave"}} {
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			if _, ok := log.find("drop", "deny", want...); ok {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Errorf("drop %v not audited; events:\n%s", want, log.dump())
+				break
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
 	}
 }
 
