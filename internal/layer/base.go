@@ -235,3 +235,46 @@ func forgetBase(path string, ops []op) error {
 	}
 	return b.save()
 }
+
+// settleBase takes back the ctime a commit that did not happen left on
+// host files: taking a backup hard-links the host file, and dropping the
+// backup unlinks it again; each changes the file's ctime and nothing else.
+// Without this, every path of a discarded or reversed commit would stay a
+// conflict until --force. A record is updated only when the host entry
+// still is the same inode with the recorded type, size, mtime and mode.
+func settleBase(path string, ops []op) error {
+	if path == "" {
+		return nil
+	}
+	b, err := LoadBase(path)
+	if err != nil {
+		return err
+	}
+	hosts := fdCache{}
+	defer hosts.close()
+	changed := false
+	for _, o := range ops {
+		e, ok := b.Roots[o.Root][o.Path]
+		if !ok || e.Absent || e.ChangedDuringRun || e.Type == "dir" || o.Before == nil {
+			continue
+		}
+		hfd, err := hosts.open(o.Host)
+		if err != nil {
+			return err
+		}
+		cur, err := hostState(hfd, o.Path)
+		if err != nil || cur == nil {
+			continue
+		}
+		if cur.Type == e.Type && cur.Ino == e.Ino && cur.Size == e.Size && cur.Mtime == e.Mtime &&
+			cur.Mode == e.Mode && cur.Ctime != e.Ctime {
+			e.Ctime = cur.Ctime
+			b.Roots[o.Root][o.Path] = e
+			changed = true
+		}
+	}
+	if !changed {
+		return nil
+	}
+	return b.save()
+}

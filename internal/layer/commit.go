@@ -1,6 +1,7 @@
 package layer
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path"
@@ -142,10 +143,13 @@ type planner struct {
 	roots map[string]*rootFds
 	base  *Base
 	list  []Root
+	// replaced holds root+"\x00"+path of planned ops that put a directory
+	// where the host has a non-directory.
+	replaced map[string]bool
 }
 
 func newPlanner(roots []Root, base *Base) (*planner, error) {
-	p := &planner{roots: map[string]*rootFds{}, base: base, list: roots}
+	p := &planner{roots: map[string]*rootFds{}, base: base, list: roots, replaced: map[string]bool{}}
 	for _, r := range roots {
 		fds, err := openRootFds(r)
 		if err != nil {
@@ -228,11 +232,29 @@ func (p *planner) makeOp(c Change, fds *rootFds) (*op, error) {
 	}
 	o.Action = actionFor(c)
 	before, err := hostState(fds.host, c.Path)
+	if errors.Is(err, unix.ELOOP) && p.replacesParent(c) {
+		err = nil // the host symlink above it becomes a directory first: nothing is there yet
+	}
 	if err != nil {
 		return nil, fmt.Errorf("inspecting host path %s: %w; is a parent directory a symlink?", EscapeName(c.Display()), err)
 	}
 	o.Before = before
+	if o.Type == "dir" && before != nil && before.Type != "dir" {
+		p.replaced[c.Root+"\x00"+c.Path] = true
+	}
 	return o, nil
+}
+
+// replacesParent reports whether an op already planned turns a host
+// non-directory (a symlink) above c into a directory. Changes are planned
+// parents first.
+func (p *planner) replacesParent(c Change) bool {
+	for d := path.Dir(c.Path); d != "." && d != "/"; d = path.Dir(d) {
+		if p.replaced[c.Root+"\x00"+d] {
+			return true
+		}
+	}
+	return false
 }
 
 func actionFor(c Change) string {
@@ -493,6 +515,9 @@ func (j *journal) reverse(cause error) error {
 	}
 	if err := j.runUndo(); err != nil {
 		return fmt.Errorf("commit %s failed: %w; reversing it failed too: %v; run any airlock command on the pod to retry", j.ID, cause, err)
+	}
+	if err := settleBase(j.Base, j.Ops); err != nil {
+		return fmt.Errorf("commit %s failed and was reversed, the host is as before: %w; updating the conflict base: %v", j.ID, cause, err)
 	}
 	return fmt.Errorf("commit %s failed and was reversed, the host is as before: %w", j.ID, cause)
 }

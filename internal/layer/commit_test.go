@@ -627,3 +627,28 @@ func TestCommitLayerParentSwappedForSymlink(t *testing.T) {
 		t.Errorf("the outside file reached the host")
 	}
 }
+
+// TestCommitSymlinkReplacedByDirectory: the host has a symlink to a
+// directory outside; the pod replaced it by a real directory with files.
+// Commit turns the symlink into that directory (never writing through it)
+// and undo brings the symlink back.
+func TestCommitSymlinkReplacedByDirectory(t *testing.T) {
+	p := newPod(t, func(h string) { chk(t, os.Symlink(filepath.Join(filepath.Dir(h), "outside"), filepath.Join(h, "link"))) })
+	put(t, filepath.Join(p.outside, "f"), "outside\n", 0o644)
+	chk(t, os.Remove(p.in("link")))
+	put(t, p.in("link/f"), "pod\n", 0o644)
+	put(t, p.in("link/deeper/g"), "pod g\n", 0o644)
+	outBefore := snapshot(t, p.outside)
+	_, err := p.commit(p.diff(), CommitOptions{})
+	chk(t, err)
+	sameSnapshot(t, "outside", snapshot(t, p.outside), outBefore)
+	if st := lstatT(t, p.host("link")); st.Mode&unix.S_IFMT != unix.S_IFDIR || readStr(t, p.host("link/deeper/g")) != "pod g\n" {
+		t.Fatalf("host link is not the pod's directory")
+	}
+	_, err = Undo(p.journal, "", false)
+	chk(t, err)
+	if got, err := os.Readlink(p.host("link")); err != nil || got != p.outside {
+		t.Fatalf("undo: link = %q, %v", got, err)
+	}
+	sameSnapshot(t, "outside after undo", snapshot(t, p.outside), outBefore)
+}

@@ -277,7 +277,10 @@ func dropUnstarted(journalDir string) {
 func recoverOne(j *journal) (bool, error) {
 	switch {
 	case j.State == statePreparing:
-		return true, os.RemoveAll(j.dir)
+		if err := os.RemoveAll(j.dir); err != nil {
+			return true, err
+		}
+		return true, settleBase(j.Base, j.Ops)
 	case j.State == stateApplying:
 		if err := j.finishApply(); err != nil {
 			return true, j.reverse(err)
@@ -286,7 +289,13 @@ func recoverOne(j *journal) (bool, error) {
 	case j.State == stateApplied && !j.Cleaned:
 		return true, j.finishClean()
 	case j.State == stateUndoing:
-		return true, j.runUndo()
+		if err := j.runUndo(); err != nil {
+			return true, err
+		}
+		if j.FailedAt != nil { // a failed apply being reversed: the layer keeps its changes
+			return true, settleBase(j.Base, j.Ops)
+		}
+		return true, nil
 	}
 	return false, nil
 }

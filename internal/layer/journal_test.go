@@ -307,3 +307,62 @@ func TestCommitReversedWhenHostChangesMidway(t *testing.T) {
 		t.Errorf("undo of a reversed commit: %v, want conflict", err)
 	}
 }
+
+// Taking a backup hard-links the host file, which moves its ctime. A
+// commit that did not happen (reversed after a failed apply, or discarded
+// by Recover while preparing) must not leave its paths looking changed on
+// the host: the retry goes through without --force. A real host change
+// made meanwhile is still a conflict.
+func TestNoFalseConflictAfterFailedCommit(t *testing.T) {
+	p := newPod(t, func(h string) {
+		put(t, filepath.Join(h, "a.txt"), "a\n", 0o644)
+		put(t, filepath.Join(h, "b.txt"), "b\n", 0o644)
+		put(t, filepath.Join(h, "sub/f"), "f\n", 0o644)
+	})
+	start := p.runStart()
+	put(t, p.in("a.txt"), "pod a\n", 0o644)
+	put(t, p.in("b.txt"), "pod b\n", 0o644)
+	put(t, p.in("sub/f"), "pod f\n", 0o644)
+	chk(t, RecordBase([]Root{p.root}, p.base, start))
+	cs := p.diff()
+
+	// 1. The apply fails midway (a parent swapped for a symlink) and is reversed.
+	hookAfterPrepare = func() {
+		chk(t, os.Rename(p.host("sub"), filepath.Join(p.outside, "sub.moved")))
+		chk(t, os.Symlink(p.outside, p.host("sub")))
+	}
+	_, err := p.commit(cs, CommitOptions{})
+	hookAfterPrepare = nil
+	if err == nil || !strings.Contains(err.Error(), "reversed") {
+		t.Fatalf("commit err = %v, want failed and reversed", err)
+	}
+	chk(t, os.Remove(p.host("sub")))
+	chk(t, os.Rename(filepath.Join(p.outside, "sub.moved"), p.host("sub")))
+
+	// 2. A commit killed while preparing: its backups exist, Recover drops them.
+	hookAfterPrepare = func() { panic("killed") }
+	func() {
+		defer func() { _ = recover() }()
+		_, _ = p.commit(cs, CommitOptions{})
+	}()
+	hookAfterPrepare = nil
+	js, err := loadJournals(p.journal)
+	chk(t, err)
+	j := js[len(js)-1]
+	j.State = statePreparing // as if the kill came before the state moved on
+	chk(t, j.save())
+	_, err = Recover(p.journal)
+	chk(t, err)
+
+	// The retry is not a conflict for a.txt, b.txt or sub/f ...
+	res, err := p.commit(cs, CommitOptions{DryRun: true})
+	if err != nil || len(res.Conflicts) != 0 {
+		t.Fatalf("retry after failed commits: %v, conflicts %+v", err, res.Conflicts)
+	}
+	// ... but a real edit on the host still is.
+	put(t, p.host("b.txt"), "edited on the host\n", 0o644)
+	res, err = p.commit(cs, CommitOptions{DryRun: true})
+	if !errors.Is(err, errdefs.ErrConflict) || len(res.Conflicts) != 1 || res.Conflicts[0].Path != "b.txt" {
+		t.Fatalf("host edit after failed commits: %v, %+v; want one conflict on b.txt", err, res)
+	}
+}
