@@ -633,7 +633,9 @@ func TestCommitLayerParentSwappedForSymlink(t *testing.T) {
 // Commit turns the symlink into that directory (never writing through it)
 // and undo brings the symlink back.
 func TestCommitSymlinkReplacedByDirectory(t *testing.T) {
-	p := newPod(t, func(h string) { chk(t, os.Symlink(filepath.Join(filepath.Dir(h), "outside"), filepath.Join(h, "link"))) })
+	p := newPod(t, func(h string) {
+		chk(t, os.Symlink(filepath.Join(filepath.Dir(h), "outside"), filepath.Join(h, "link")))
+	})
 	put(t, filepath.Join(p.outside, "f"), "outside\n", 0o644)
 	chk(t, os.Remove(p.in("link")))
 	put(t, p.in("link/f"), "pod\n", 0o644)
