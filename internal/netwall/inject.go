@@ -75,6 +75,9 @@ type injector struct {
 	caKey   crypto.Signer
 	roots   *x509.CertPool
 	leafKey *ecdsa.PrivateKey
+	// upSessions resumes TLS sessions with the real servers: a new agent
+	// connection then costs no second certificate verification.
+	upSessions tls.ClientSessionCache
 
 	mu     sync.Mutex
 	leaves map[string]*tls.Certificate
@@ -90,7 +93,8 @@ func (w *Wall) SetInjection(in *Injection) error {
 	if in.CACert == nil || in.CAKey == nil {
 		return errdefs.Invalid("secret injection needs the pod's CA certificate and key")
 	}
-	inj := &injector{caCert: in.CACert, caKey: in.CAKey, roots: in.Roots, leaves: map[string]*tls.Certificate{}}
+	inj := &injector{caCert: in.CACert, caKey: in.CAKey, roots: in.Roots, leaves: map[string]*tls.Certificate{},
+		upSessions: tls.NewLRUClientSessionCache(256)}
 	if inj.roots == nil {
 		pool, err := x509.SystemCertPool()
 		if err != nil {
@@ -123,6 +127,16 @@ func (w *Wall) forgetSecrets() {
 			clear(s.Value)
 		}
 	}
+}
+
+// boundHost reports whether a secret may go to host.
+func (inj *injector) boundHost(host string) bool {
+	for i := range inj.secrets {
+		if inj.secrets[i].boundTo(host) {
+			return true
+		}
+	}
+	return false
 }
 
 func (s *Secret) boundTo(host string) bool {
@@ -225,7 +239,8 @@ func (w *Wall) serveTLS(inj *injector, c *net.TCPConn, br *bufio.Reader, up *net
 		return
 	}
 	_ = tc.SetDeadline(time.Time{})
-	uc := tls.Client(up, &tls.Config{ServerName: host, RootCAs: inj.roots, NextProtos: []string{"http/1.1"}, MinVersion: tls.VersionTLS12})
+	uc := tls.Client(up, &tls.Config{ServerName: host, RootCAs: inj.roots, NextProtos: []string{"http/1.1"},
+		MinVersion: tls.VersionTLS12, ClientSessionCache: inj.upSessions})
 	_ = uc.SetDeadline(time.Now().Add(handshakeTimeout))
 	if err := uc.Handshake(); err != nil {
 		ev.Verdict, ev.Reason = "deny", "upstream TLS of "+host+" not trusted: "+err.Error()
@@ -274,16 +289,19 @@ func (w *Wall) serveHTTP(inj *injector, client io.Writer, src io.Reader, up io.R
 			w.report(Event{Kind: "secret", Verdict: "allow", Reason: "bound host",
 				Details: map[string]any{"secret": s, "host": host, "method": req.Method}})
 		}
-		if !forwardRequest(client, up, ubr, req) {
+		body := verified && inj.boundHost(host)
+		if !inj.forwardRequest(client, up, ubr, req, body, func(s *Secret) { w.reportLeak(nil, s, host, "response") }) {
 			return n + 1
 		}
 		n++
 	}
 }
 
-// forwardRequest sends req upstream and its response back; false ends the
-// connection.
-func forwardRequest(client, up io.Writer, ubr *bufio.Reader, req *http.Request) bool {
+// forwardRequest sends req upstream and its response back, with any
+// secret value in the response turned back into its placeholder (a host
+// that echoes what it was sent must not hand the value to the agent);
+// false ends the connection.
+func (inj *injector) forwardRequest(client, up io.Writer, ubr *bufio.Reader, req *http.Request, scanBody bool, echoed func(*Secret)) bool {
 	for _, h := range hopHeaders {
 		req.Header.Del(h)
 	}
@@ -298,10 +316,108 @@ func forwardRequest(client, up io.Writer, ubr *bufio.Reader, req *http.Request) 
 	}
 	defer resp.Body.Close()
 	unknownLen := resp.ContentLength < 0 && len(resp.TransferEncoding) == 0
+	inj.redactResponse(resp, scanBody, echoed)
 	if err := resp.Write(client); err != nil {
 		return false
 	}
 	return !(req.Close || resp.Close || unknownLen)
+}
+
+// redactResponse replaces secret values in the response's headers and, if
+// scanBody and it is not content-encoded, in its body (streamed, re-framed
+// as chunked). Bodies are scanned for the hosts that receive values, whose
+// requests go without Accept-Encoding so that their answers come plain.
+func (inj *injector) redactResponse(resp *http.Response, scanBody bool, echoed func(*Secret)) {
+	once := map[string]bool{}
+	hit := func(s *Secret) {
+		if !once[s.Name] {
+			once[s.Name] = true
+			echoed(s)
+		}
+	}
+	for i := range inj.secrets {
+		s := &inj.secrets[i]
+		if replaceHeaders(resp.Header, string(s.Value), s.Placeholder) {
+			hit(s)
+		}
+	}
+	if !scanBody {
+		return
+	}
+	if ce := resp.Header.Get("Content-Encoding"); ce != "" && !strings.EqualFold(ce, "identity") {
+		return // compressed: see the known gaps in docs/vault.md
+	}
+	if resp.Body == nil || resp.Body == http.NoBody || resp.ContentLength == 0 {
+		return
+	}
+	resp.Body = readCloser{&redactor{r: resp.Body, secrets: inj.secrets, hit: hit}, resp.Body}
+	resp.ContentLength = -1
+	resp.Header.Del("Content-Length")
+	resp.TransferEncoding = []string{"chunked"}
+}
+
+// redactor streams r with every secret value replaced by its placeholder.
+// It holds back only a tail that could be the start of a value, so a
+// streamed response (server-sent events) is not delayed.
+type redactor struct {
+	r       io.Reader
+	secrets []Secret
+	hit     func(*Secret)
+	pending []byte // read, not yet safe to return
+	out     []byte // ready to return
+	err     error
+}
+
+func (d *redactor) Read(p []byte) (int, error) {
+	for len(d.out) == 0 {
+		if d.err != nil {
+			if len(d.pending) == 0 {
+				return 0, d.err
+			}
+			d.out, d.pending = d.pending, nil
+			break
+		}
+		buf := make([]byte, 32*1024)
+		n, err := d.r.Read(buf)
+		d.err = err
+		d.pending = d.replace(append(d.pending, buf[:n]...))
+		keep := 0
+		if d.err == nil {
+			keep = d.partialTail(d.pending)
+		}
+		cut := len(d.pending) - keep
+		d.out = d.pending[:cut:cut]
+		d.pending = append([]byte(nil), d.pending[cut:]...)
+	}
+	n := copy(p, d.out)
+	d.out = d.out[n:]
+	return n, nil
+}
+
+func (d *redactor) replace(b []byte) []byte {
+	for i := range d.secrets {
+		s := &d.secrets[i]
+		if bytes.Contains(b, s.Value) {
+			b = bytes.ReplaceAll(b, s.Value, []byte(s.Placeholder))
+			d.hit(s)
+		}
+	}
+	return b
+}
+
+// partialTail is the length of the longest end of b that begins a value.
+func (d *redactor) partialTail(b []byte) int {
+	best := 0
+	for i := range d.secrets {
+		v := d.secrets[i].Value
+		for k := min(len(v)-1, len(b)); k > best; k-- {
+			if bytes.HasSuffix(b, v[:k]) {
+				best = k
+				break
+			}
+		}
+	}
+	return best
 }
 
 // rewrite swaps placeholders bound to host (over verified TLS only), adds
@@ -310,6 +426,9 @@ func forwardRequest(client, up io.Writer, ubr *bufio.Reader, req *http.Request) 
 func (inj *injector) rewrite(req *http.Request, host string, verified bool) (used []string, leak *Secret, where string) {
 	if s, w := inj.scanRequest(req, host, verified); s != nil {
 		return nil, s, w
+	}
+	if verified && inj.boundHost(host) {
+		req.Header.Del("Accept-Encoding") // plain answers, so that echoes can be redacted
 	}
 	for i := range inj.secrets {
 		s := &inj.secrets[i]
@@ -422,8 +541,17 @@ func replaceURL(u *url.URL, old, val string) bool {
 	return hit
 }
 
+// reportLeak records an attempted leak of s; ev, the connection's event,
+// is marked denied unless nil (a value redacted from a response: the
+// connection goes on).
 func (w *Wall) reportLeak(ev *Event, s *Secret, host, where string) {
-	ev.Verdict, ev.Reason = "deny", "placeholder of secret "+s.Name+" blocked on its way to "+host
-	w.report(Event{Kind: "leak", Verdict: "deny", Reason: ev.Reason,
-		Details: map[string]any{"secret": s.Name, "host": host, "where": where, "path": ev.Details["path"]}})
+	reason := "placeholder of secret " + s.Name + " blocked on its way to " + host
+	details := map[string]any{"secret": s.Name, "host": host, "where": where}
+	if ev == nil {
+		reason = "value of secret " + s.Name + " in a response from " + host + " replaced by its placeholder"
+	} else {
+		ev.Verdict, ev.Reason = "deny", reason
+		details["path"] = ev.Details["path"]
+	}
+	w.report(Event{Kind: "leak", Verdict: "deny", Reason: reason, Details: details})
 }

@@ -7,6 +7,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"fmt"
 	"io"
 	"math/big"
 	"net/http"
@@ -31,6 +32,11 @@ type recorder struct {
 }
 
 func (r *recorder) ServeHTTP(w http.ResponseWriter, req *http.Request) {
+	if req.URL.Path == "/echo" { // a bound host that reflects what it was sent
+		w.Header().Set("X-Echo", req.Header.Get("Authorization"))
+		fmt.Fprintf(w, "you sent: %s %s\n", req.Header.Get("Authorization"), req.URL.RawQuery)
+		return
+	}
 	body, _ := io.ReadAll(req.Body)
 	r.mu.Lock()
 	r.got = append(r.got, req.Host+"|"+req.Header.Get("Authorization")+"|"+req.Header.Get("X-Api-Key")+"|"+req.URL.RawQuery+"|"+string(body))
@@ -188,6 +194,61 @@ func TestInjectionPassesCleanTrafficAndBoundsHeaders(t *testing.T) {
 	if got := e.rec.all(); strings.Count(got, "\n") != 0 {
 		t.Fatalf("oversized request reached the server: %q", got)
 	}
+}
+
+// A bound host that reflects the request must not hand the value back:
+// the proxy turns it into the placeholder again, in headers and body, and
+// audits the attempt.
+func TestInjectionRedactsEchoedValue(t *testing.T) {
+	e := newInjEnv(t, true)
+	req, _ := http.NewRequest("GET", "https://allowed.test:8443/echo?k="+injPH, nil)
+	req.Header.Set("Authorization", "Bearer "+injPH)
+	resp, err := e.pod.client(e.podCAs, true).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	all := resp.Header.Get("X-Echo") + string(body)
+	if strings.Contains(all, injValue) || !strings.Contains(string(body), "you sent: Bearer "+injPH+" k="+injPH) ||
+		resp.Header.Get("X-Echo") != "Bearer "+injPH {
+		t.Fatalf("SECURITY: echoed response %q / %q", resp.Header.Get("X-Echo"), body)
+	}
+	if _, ok := e.log.find("leak", "deny", "API_KEY", "allowed.test", "response"); !ok {
+		t.Errorf("echo not audited:\n%s", e.log.dump())
+	}
+}
+
+// The redactor finds a value split across reads and holds back nothing
+// that cannot start one: a streamed event reaches the client at once.
+func TestRedactorStreams(t *testing.T) {
+	secrets := []Secret{{Name: "K", Placeholder: "PH-K", Value: []byte("s3cr3t")}}
+	hits := 0
+	in := "a s3cr3t b s3c"
+	d := &redactor{r: &oneByte{s: in}, secrets: secrets, hit: func(*Secret) { hits++ }}
+	out, err := io.ReadAll(d)
+	if err != nil || string(out) != "a PH-K b s3c" || hits != 1 {
+		t.Fatalf("redacted %q (%v), %d hits", out, err, hits)
+	}
+	pr, pw := io.Pipe()
+	d = &redactor{r: pr, secrets: secrets, hit: func(*Secret) {}}
+	go pw.Write([]byte("data: one\n\n"))
+	buf := make([]byte, 64)
+	n, _ := d.Read(buf)
+	if string(buf[:n]) != "data: one\n\n" {
+		t.Fatalf("first event held back: got %q", buf[:n])
+	}
+	pw.Close()
+}
+
+type oneByte struct{ s string }
+
+func (o *oneByte) Read(p []byte) (int, error) {
+	if o.s == "" {
+		return 0, io.EOF
+	}
+	p[0], o.s = o.s[0], o.s[1:]
+	return 1, nil
 }
 
 // BenchmarkInjection compares one HTTPS GET through a plain CONNECT tunnel
