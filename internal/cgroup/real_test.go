@@ -372,3 +372,33 @@ func BenchmarkNewDestroy(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkRunLifecycle is the cgroup wall as a run pays it: New with
+// limits, Add of the pod's init, and, once the init has exited, Destroy.
+// Starting and reaping the stand-in init is not timed.
+func BenchmarkRunLifecycle(b *testing.B) {
+	testutil.RequireRoot(b)
+	l := Limits{Memory: 256 << 20, CPUs: 1.5, Pids: 4096}
+	for i := 0; i < b.N; i++ {
+		b.StopTimer()
+		cmd := exec.Command("sleep", "30")
+		if err := cmd.Start(); err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+		g, err := New(testName(), l)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := g.Add(cmd.Process.Pid); err != nil {
+			b.Fatal(err)
+		}
+		b.StopTimer()
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		b.StartTimer()
+		if err := g.Destroy(); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -18,6 +18,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"sort"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -172,6 +173,12 @@ t kmsg sh -c 'timeout 1 head -c 1 /proc/kmsg | wc -c | grep -qv "^0"'
 t init-environ sh -c 'cat /proc/1/environ | wc -c | grep -qv "^0"'
 t init-exe-link readlink /proc/1/exe
 t init-root ls /proc/1/root/
+t core-raise sh -c 'ulimit -c unlimited'
+t proc-fd-init sh -c 'for f in /proc/1/fd/*; do [ -e "$f" ] && exit 0; done; exit 1'
+kill -KILL 1 2>/dev/null; sleep 0.1
+echo "init-survives-kill=yes"
+echo "core-limit=$(ulimit -c)"
+echo "session=$(cut -d' ' -f6 /proc/self/stat)"
 after=$(wc -l < /proc/self/mountinfo)
 if [ "$before" = "$after" ] && ! grep -qE ' /tmp/(mnt|x) ' /proc/self/mountinfo; then echo mounts-changed=FAIL; else echo mounts-changed=OK; fi
 echo "hostname-now=$(hostname)"
@@ -212,6 +219,16 @@ func TestAttackEscapeTools(t *testing.T) {
 	}
 	if len(status) < 20 {
 		t.Fatalf("the attack script did not run to the end:\n%s\nstderr: %s", r.stdout, r.stderr)
+	}
+	if status["init-survives-kill"] != "yes" {
+		t.Errorf("kill -KILL 1 from the agent ended the pod")
+	}
+	if status["core-limit"] != "0" {
+		t.Errorf("RLIMIT_CORE inside the pod is %q, want 0", status["core-limit"])
+	}
+	// A session whose leader is outside the pod's PID namespace reads as 0.
+	if sid := status["session"]; sid == "" || sid == "0" {
+		t.Errorf("the pod's processes are not in a session of their own (sid %q as the pod sees it)", sid)
 	}
 	if status["hostname-now"] != "p" {
 		t.Errorf("pod host name is %q after the attack, want p", status["hostname-now"])
@@ -807,4 +824,167 @@ func TestDoctor(t *testing.T) {
 		t.Errorf("doctor inside a pod: exit %d, want 6 and the missing namespaces named:\n%s\nstderr: %s", r.code, r.stdout, r.stderr)
 	}
 	t.Logf("doctor inside a pod:\n%s", r.stdout)
+}
+
+// The walls' price on real work, pod against host (benchmarks, never
+// timed tests; run them under flock /tmp/airlock-bench.lock, see
+// docs/bench/walls.md). Host and pod runs alternate so that drift in the
+// machine's speed hits both alike.
+
+// benchPod is a workspace and a pod for a benchmark.
+type benchPod struct {
+	b        *testing.B
+	ws, home string
+}
+
+func newBenchPod(b *testing.B, config string) *benchPod {
+	testutil.RequireRoot(b)
+	p := &benchPod{b: b, ws: filepath.Join(b.TempDir(), "ws"), home: b.TempDir()}
+	if err := os.MkdirAll(p.ws, 0o755); err != nil {
+		b.Fatal(err)
+	}
+	if config != "" {
+		if err := os.WriteFile(filepath.Join(p.ws, "airlock.yaml"), []byte(config), 0o644); err != nil {
+			b.Fatal(err)
+		}
+	}
+	p.airlock("init", "bench")
+	return p
+}
+
+func (p *benchPod) cmd(name string, args ...string) *exec.Cmd {
+	c := exec.Command(name, args...)
+	c.Dir = p.ws
+	c.Env = append(os.Environ(), "AIRLOCK_HOME="+p.home)
+	return c
+}
+
+func (p *benchPod) airlock(args ...string) string {
+	p.b.Helper()
+	out, err := p.cmd(bin, args...).Output()
+	if err != nil {
+		p.b.Fatalf("airlock %v: %v %s", args, err, out)
+	}
+	return string(out)
+}
+
+// inPod runs argv in the pod; onHost runs the same argv on the host.
+func (p *benchPod) inPod(argv ...string) string {
+	return p.airlock(append([]string{"run", "bench", "--"}, argv...)...)
+}
+
+func (p *benchPod) onHost(argv ...string) string {
+	p.b.Helper()
+	out, err := p.cmd(argv[0], argv[1:]...).Output()
+	if err != nil {
+		p.b.Fatalf("%v on the host: %v %s", argv, err, out)
+	}
+	return string(out)
+}
+
+// BenchmarkWallsGetpid reports the cost of one raw getpid on the host and
+// inside a pod (default seccomp profile, Landlock, cgroup, namespaces):
+// the filter's price on the most syscall-bound loop there is. The loop
+// times itself, so pod start-up is not in the figure.
+func BenchmarkWallsGetpid(b *testing.B) {
+	p := newBenchPod(b, "")
+	gcc, err := exec.LookPath("gcc")
+	testutil.RequireFeature(b, err == nil, "gcc")
+	prog := filepath.Join(p.ws, "getpid")
+	if out, err := exec.Command(gcc, "-O2", "-o", prog, "testdata/walls/getpid.c").CombinedOutput(); err != nil {
+		b.Fatalf("gcc: %v %s", err, out)
+	}
+	const loops = "20000000"
+	var host, pod []float64
+	for i := 0; i < b.N; i++ {
+		host = append(host, parseNs(b, p.onHost(prog, loops)))
+		pod = append(pod, parseNs(b, p.inPod(prog, loops)))
+	}
+	h, q := median(host), median(pod)
+	b.ReportMetric(h, "host-ns/call")
+	b.ReportMetric(q, "pod-ns/call")
+	b.ReportMetric((q/h-1)*100, "overhead-%")
+}
+
+// BenchmarkWallsBuild is a real build, pod against host: go build -a of
+// a program importing encoding/json (its standard-library dependencies,
+// about 30 packages, compiled from scratch; GOCACHE in the workspace, so in
+// the pod every object file goes through the overlay layer). The pod runs
+// with every wall, and again with Landlock off to show that wall's share.
+func BenchmarkWallsBuild(b *testing.B) {
+	goBin, err := exec.LookPath("go")
+	if err != nil {
+		goBin = "/usr/local/go/bin/go"
+	}
+	_, err = os.Stat(goBin)
+	testutil.RequireFeature(b, err == nil, "the go tool")
+	p := newBenchPod(b, "")
+	files := map[string]string{
+		"go.mod":   "module benchbuild\n\ngo 1.21\n",
+		"main.go":  "package main\n\nimport \"encoding/json\"\n\nfunc main() { _, _ = json.Marshal(1) }\n",
+		"nol.yaml": "version: 1\nsecurity:\n  landlock: false\n",
+		"build.sh": "set -e\nexport GOCACHE=$PWD/gocache GOFLAGS=-mod=mod GOPROXY=off GOTOOLCHAIN=local CGO_ENABLED=0\n" +
+			"rm -rf gocache out\nstart=$(date +%s%N)\n" + goBin + " build -a -o out .\nend=$(date +%s%N)\necho $(( (end-start) / 1000 ))\n",
+	}
+	for name, body := range files {
+		if err := os.WriteFile(filepath.Join(p.ws, name), []byte(body), 0o644); err != nil {
+			b.Fatal(err)
+		}
+	}
+	p.airlock("init", "nol", "--config", filepath.Join(p.ws, "nol.yaml"))
+	script := filepath.Join(p.ws, "build.sh")
+	var host, pod, nol []float64
+	for i := 0; i < b.N; i++ {
+		host = append(host, parseNs(b, p.onHost("sh", script))/1000)
+		pod = append(pod, parseNs(b, p.inPod("sh", script))/1000)
+		nol = append(nol, parseNs(b, p.airlock("run", "nol", "--", "sh", script))/1000)
+		p.airlock("rollback", "bench")
+		p.airlock("rollback", "nol")
+	}
+	h, q, n := median(host), median(pod), median(nol)
+	b.ReportMetric(h, "host-ms")
+	b.ReportMetric(q, "pod-ms")
+	b.ReportMetric(n, "pod-nolandlock-ms")
+	b.ReportMetric((q/h-1)*100, "overhead-%")
+	b.Logf("host %v\npod %v\npod without Landlock %v", host, pod, nol)
+}
+
+// BenchmarkWallsRunTrue is the start-up price of each wall, end to end:
+// `airlock run -- true` with every wall, then with Landlock switched off
+// (security.landlock: false) and with the strict seccomp profile.
+func BenchmarkWallsRunTrue(b *testing.B) {
+	for _, c := range []struct{ name, config string }{
+		{"default", ""},
+		{"no-landlock", "version: 1\nsecurity:\n  landlock: false\n"},
+		{"strict-seccomp", "version: 1\nsecurity:\n  seccomp: strict\n"},
+		{"network-none", "version: 1\nnetwork:\n  mode: none\n"},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			p := newBenchPod(b, c.config)
+			p.inPod("true") // warm: the pod exists, its layer is built
+			durs := make([]float64, 0, b.N)
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				start := time.Now()
+				p.inPod("true")
+				durs = append(durs, float64(time.Since(start).Microseconds())/1000)
+			}
+			b.ReportMetric(median(durs), "median-ms")
+		})
+	}
+}
+
+func parseNs(b *testing.B, out string) float64 {
+	b.Helper()
+	v, err := strconv.ParseFloat(strings.TrimSpace(out), 64)
+	if err != nil {
+		b.Fatalf("benchmark program printed %q", out)
+	}
+	return v
+}
+
+func median(xs []float64) float64 {
+	s := append([]float64(nil), xs...)
+	sort.Float64s(s)
+	return s[len(s)/2]
 }

@@ -60,6 +60,8 @@ func childMain(mode string) int {
 		return threadsMain()
 	case "bench":
 		return benchMain()
+	case "install":
+		return installMain()
 	}
 	return 2
 }
