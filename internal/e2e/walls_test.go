@@ -826,6 +826,50 @@ func TestDoctor(t *testing.T) {
 	t.Logf("doctor inside a pod:\n%s", r.stdout)
 }
 
+// An OOM kill inside a pod that keeps running is in the audit trail while
+// the pod still runs, not only when it ends.
+func TestWallLiveOOMEvent(t *testing.T) {
+	requirePython(t)
+	e := newEnv(t)
+	e.must("init", "p")
+	balloon := podPython + ` -c "a = []
+while True: a.append(bytearray(16 << 20))"`
+	e.background("run", "p", "--memory", "64MiB", "--", "sh", "-c", balloon+"; echo balloon-died; exec sleep 30")
+	e.waitRunning("p")
+	waitFor(t, func() bool { return indexOf(auditActions(e, "p"), "oom-kill") >= 0 })
+	if r := e.run("", "stats", "p", "--json"); r.code != 0 {
+		t.Errorf("the pod stopped with its balloon; the OOM kill should have taken only the balloon: %s", r.stderr)
+	}
+	e.must("kill", "p")
+}
+
+// A wall that cannot be built here (an I/O limit with the state directory
+// on tmpfs, which has no block device) stops the run; --downgrade cgroups
+// runs it without the wall, audited and shown by status.
+func TestWallCgroupsFailClosed(t *testing.T) {
+	e := newEnv(t)
+	if err := syscall.Mount("tmpfs", e.home, "tmpfs", 0, "size=64m"); err != nil {
+		t.Fatalf("mounting a tmpfs state directory: %v", err)
+	}
+	t.Cleanup(func() { _ = syscall.Unmount(e.home, syscall.MNT_DETACH) })
+	e.write("airlock.yaml", "version: 1\nresources:\n  io:\n    write_bps: 1MiB\n")
+	r := e.expect(125, "cgroups wall", "run", "p", "--", "true")
+	if !strings.Contains(r.stderr, "--downgrade cgroups") || !strings.Contains(r.stderr, "block device") {
+		t.Errorf("the refusal does not say why or how to downgrade: %q", r.stderr)
+	}
+	e.must("run", "p", "--downgrade", "cgroups", "--", "true")
+	if indexOf(auditActions(e, "p"), "wall.downgrade") < 0 {
+		t.Errorf("the downgrade is not in the audit trail")
+	}
+	var st struct{ Walls map[string]string }
+	if err := json.Unmarshal([]byte(e.must("status", "p", "--json").stdout), &st); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(st.Walls["cgroups"], "downgraded") || !strings.HasPrefix(st.Walls["disk-quota"], "NOT ENFORCED") {
+		t.Errorf("status walls: %v, want cgroups downgraded and disk-quota NOT ENFORCED", st.Walls)
+	}
+}
+
 // The walls' price on real work, pod against host (benchmarks, never
 // timed tests; run them under flock /tmp/airlock-bench.lock, see
 // docs/bench/walls.md). Host and pod runs alternate so that drift in the

@@ -6,7 +6,9 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -73,9 +75,67 @@ func (r *runner) buildCgroup(*sandbox.ViewConfig) error {
 	}
 	r.group = g
 	r.walls[WallCgroups] = fmt.Sprintf("up (cgroup v%d)", g.Version())
-	// onStart moves the init into r.group, beside the other hooks.
-	r.after = append(r.after, func() { r.cgroupEvents(); _ = g.Destroy() })
+	// onStart moves the init into r.group, beside the other hooks; this
+	// one only starts the watch on the group's event counters.
+	ev := &resourceEvents{audit: r.o.Audit, stats: g.Stats}
+	stop, done := make(chan struct{}), make(chan struct{})
+	var started atomic.Bool
+	r.hooks = append(r.hooks, func(int) error {
+		started.Store(true)
+		go func() { defer close(done); ev.watch(stop, eventPoll) }()
+		return nil
+	})
+	r.after = append(r.after, func() {
+		close(stop)
+		if started.Load() {
+			<-done
+		}
+		ev.check() // the last events, once the pod has stopped
+		_ = g.Destroy()
+	})
 	return nil
+}
+
+// eventPoll is how often a running pod's resource counters are read (two
+// small cgroup files), so that an OOM kill or a PID-limit hit is in the
+// audit trail within a second, not only once the run ends.
+const eventPoll = time.Second
+
+// resourceEvents turns growth of a group's OOM-kill and PID-limit
+// counters into audit events.
+type resourceEvents struct {
+	audit             AuditFunc
+	stats             func() (cgroup.Stats, error)
+	oomSeen, pidsSeen uint64
+}
+
+func (e *resourceEvents) watch(stop <-chan struct{}, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+			e.check()
+		}
+	}
+}
+
+// check audits what happened since the last call.
+func (e *resourceEvents) check() {
+	st, err := e.stats()
+	if err != nil {
+		return
+	}
+	if st.OOMKills > e.oomSeen {
+		e.audit("oom-kill", map[string]any{"count": st.OOMKills - e.oomSeen, "total": st.OOMKills, "memory_limit": st.MemoryLimit, "memory_peak": st.MemoryPeak}, "killed")
+		e.oomSeen = st.OOMKills
+	}
+	if st.PidsMaxHits > e.pidsSeen {
+		e.audit("pids-limit", map[string]any{"count": st.PidsMaxHits - e.pidsSeen, "total": st.PidsMaxHits, "pids_limit": st.PidsLimit}, "denied")
+		e.pidsSeen = st.PidsMaxHits
+	}
 }
 
 // WallDiskQuota is the layer's size cap (resources.disk).
@@ -90,21 +150,6 @@ func (r *runner) diskQuotaStatus(d config.Disk) {
 		return
 	}
 	r.walls[WallDiskQuota] = fmt.Sprintf("NOT ENFORCED (resources.disk %s / %d inodes is not implemented yet: the layer can grow until the host's disk is full)", d.Bytes, d.Inodes)
-}
-
-// cgroupEvents puts resource events (OOM kills, PID limit hits) in the
-// audit trail once the pod has stopped.
-func (r *runner) cgroupEvents() {
-	st, err := r.group.Stats()
-	if err != nil {
-		return
-	}
-	if st.OOMKills > 0 {
-		r.o.Audit("oom-kill", map[string]any{"count": st.OOMKills, "memory_limit": st.MemoryLimit, "memory_peak": st.MemoryPeak}, "killed")
-	}
-	if st.PidsMaxHits > 0 {
-		r.o.Audit("pids-limit", map[string]any{"count": st.PidsMaxHits, "pids_limit": st.PidsLimit}, "denied")
-	}
 }
 
 func (r *runner) buildNetwork(v *sandbox.ViewConfig) error {
