@@ -2,6 +2,7 @@ package config
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -294,6 +295,14 @@ func FuzzParse(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		c, err := Parse(data, "f.yaml")
 		if err != nil {
+			if !errors.Is(err, errdefs.ErrInvalid) {
+				t.Fatalf("error is not ErrInvalid: %v", err)
+			}
+			for _, line := range strings.Split(err.Error(), "\n") {
+				if !strings.HasPrefix(line, "f.yaml") {
+					t.Fatalf("error line does not name the file: %q", line)
+				}
+			}
 			return
 		}
 		if strings.Contains(string(data), "*") || strings.Contains(string(data), "&") {
@@ -307,8 +316,12 @@ func FuzzParse(f *testing.F) {
 		if err != nil {
 			t.Fatalf("Marshal failed on a parsed config: %v", err)
 		}
-		if _, err := Parse(out, "round.yaml"); err != nil {
+		back, err := Parse(out, "round.yaml")
+		if err != nil {
 			t.Fatalf("our own output does not parse: %v\n%s", err, out)
+		}
+		if !reflect.DeepEqual(back, c) {
+			t.Fatalf("round trip changed the config:\n%s", out)
 		}
 	})
 }
@@ -355,5 +368,124 @@ func TestDocExample(t *testing.T) {
 	}
 	if c.Resources.Memory != 4*GiB || c.Network.Publish[0] != "127.0.0.1:3000:3000" {
 		t.Errorf("example parsed as %+v", c.Resources)
+	}
+}
+
+// TestDocTablesMatchCode keeps docs/config.md honest: every field of the
+// schema has a row in its section's table, every row names a real field,
+// and the default the row states is the default the code applies.
+func TestDocTablesMatchCode(t *testing.T) {
+	doc, err := os.ReadFile("../../docs/config.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	type row struct{ section, name, def string }
+	var rows []row
+	section := ""
+	for _, line := range strings.Split(string(doc), "\n") {
+		if h, ok := strings.CutPrefix(line, "## "); ok {
+			section = strings.TrimSpace(h)
+			continue
+		}
+		cells := strings.Split(line, "|")
+		if len(cells) < 5 || !strings.HasPrefix(strings.TrimSpace(cells[1]), "`") {
+			continue
+		}
+		rows = append(rows, row{section, strings.Trim(strings.TrimSpace(cells[1]), "`"), strings.TrimSpace(cells[3])})
+	}
+	documented := map[string]row{}
+	for _, r := range rows {
+		documented[r.section+"."+r.name] = r
+	}
+	var fields []string
+	var leaves func(t reflect.Type, prefix string)
+	leaves = func(typ reflect.Type, prefix string) {
+		for i := range typ.NumField() {
+			f := typ.Field(i)
+			name := prefix + strings.Split(f.Tag.Get("yaml"), ",")[0]
+			if f.Type.Kind() == reflect.Struct && f.Type.NumField() > 0 && f.Type.Field(0).IsExported() {
+				leaves(f.Type, name+".")
+				continue
+			}
+			fields = append(fields, name)
+		}
+	}
+	for i := range reflect.TypeOf(Config{}).NumField() {
+		f := reflect.TypeOf(Config{}).Field(i)
+		if f.Type.Kind() == reflect.Struct {
+			leaves(f.Type, f.Tag.Get("yaml")+".")
+		}
+	}
+	def := Default()
+	for _, field := range fields {
+		r, ok := documented[field]
+		if !ok {
+			t.Errorf("docs/config.md does not document %s", field)
+			continue
+		}
+		delete(documented, field)
+		// The stated default, parsed as a config file, must give the code's default.
+		value := strings.Trim(r.def, "`")
+		parts := strings.Split(field, ".")
+		var y strings.Builder
+		y.WriteString("version: 1\n")
+		for i, p := range parts[:len(parts)-1] {
+			fmt.Fprintf(&y, "%s%s:\n", strings.Repeat("  ", i), p)
+		}
+		fmt.Fprintf(&y, "%s%s: %s\n", strings.Repeat("  ", len(parts)-1), parts[len(parts)-1], value)
+		c, err := Parse([]byte(y.String()), "doc")
+		if err != nil {
+			t.Errorf("%s: documented default %s does not parse: %v", field, r.def, err)
+			continue
+		}
+		got, want := fieldValue(c, parts), fieldValue(def, parts)
+		if !reflect.DeepEqual(got, want) {
+			t.Errorf("%s: docs say the default is %s, the code's is %#v", field, r.def, want)
+		}
+	}
+	for name := range documented {
+		t.Errorf("docs/config.md documents %s, which is not a config field", name)
+	}
+}
+
+// fieldValue follows yaml field names from c down to one field.
+func fieldValue(c *Config, path []string) any {
+	v := reflect.ValueOf(c).Elem()
+	for _, name := range path {
+		for i := range v.NumField() {
+			if strings.Split(v.Type().Field(i).Tag.Get("yaml"), ",")[0] == name {
+				v = v.Field(i)
+				break
+			}
+		}
+	}
+	return v.Interface()
+}
+
+// A bare ~ is YAML's null, which the YAML library drops from lists without
+// a word: "cow: [~, /opt/x]" would silently lose the home directory. In
+// this file ~ means the home directory wherever a string goes.
+func TestBareTildeIsTheHomeDirectory(t *testing.T) {
+	c, err := Parse([]byte("version: 1\nfilesystem:\n  cow: [~, /opt/x]\n  hide:\n    - ~\nrun:\n  workdir: ~\n"), "t.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(c.Filesystem.Cow, []string{"~", "/opt/x"}) || !reflect.DeepEqual(c.Filesystem.Hide, []string{"~"}) || c.Run.Workdir != "~" {
+		t.Fatalf("cow %q hide %q workdir %q", c.Filesystem.Cow, c.Filesystem.Hide, c.Run.Workdir)
+	}
+	for _, bad := range []string{
+		"version: 1\nfilesystem:\n  cow: ~\n",            // the whole list: null, not the home
+		"version: 1\nfilesystem:\n  cow: [null, /opt]\n", // an item the library would drop
+		"version: 1\nfilesystem:\n  cow:\n    -\n    - /opt\n",
+	} {
+		_, err := Parse([]byte(bad), "t.yaml")
+		if !errors.Is(err, errdefs.ErrInvalid) || !strings.Contains(err.Error(), "t.yaml:") || !strings.Contains(err.Error(), "filesystem.cow") {
+			t.Errorf("Parse(%q) = %v; want an error naming the line and filesystem.cow", bad, err)
+		}
+	}
+	// Quoted, "~" is plain text everywhere; empty still means empty.
+	c, err = Parse([]byte("version: 1\nfilesystem:\n  cow: [\"~\"]\n  hide:\n"), "t.yaml")
+	if err != nil || !reflect.DeepEqual(c.Filesystem.Cow, []string{"~"}) || len(c.Filesystem.Hide) != 0 {
+		t.Fatalf("quoted ~ / empty list: %v %q %q", err, c.Filesystem.Cow, c.Filesystem.Hide)
 	}
 }

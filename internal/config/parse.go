@@ -61,9 +61,9 @@ func Parse(data []byte, filename string) (*Config, error) {
 	}
 	c := Default()
 	c.Version = 0
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
-	if err := dec.Decode(c); err != nil {
+	// Decode the checked tree (checkNode refused unknown fields, and read
+	// a bare ~ as the home directory where a string goes).
+	if err := root.Decode(c); err != nil {
 		return nil, yamlError(filename, err)
 	}
 	return c, checkVersion(c, root, filename)
@@ -160,7 +160,8 @@ func (w *walker) walk(n *yaml.Node, t reflect.Type, field string) {
 		return
 	}
 	if n.Kind == yaml.ScalarNode && n.Tag == "!!null" {
-		return // empty: a list becomes empty, anything else keeps its default
+		w.null(n, t, field)
+		return
 	}
 	switch {
 	case t == byteSizeType || t == durationType:
@@ -175,6 +176,11 @@ func (w *walker) walk(n *yaml.Node, t reflect.Type, field string) {
 			return
 		}
 		for _, item := range n.Content {
+			if item.Kind == yaml.ScalarNode && item.Tag == "!!null" && !bareTilde(item) {
+				// The YAML library would drop it without a word.
+				w.fail(item, field, "an empty item in the list; remove it, or quote it if it is meant as text")
+				continue
+			}
 			w.walk(item, t.Elem(), field+"[]")
 		}
 	case t.Kind() == reflect.Map:
@@ -182,6 +188,28 @@ func (w *walker) walk(n *yaml.Node, t reflect.Type, field string) {
 	default:
 		w.walkScalar(n, t, field)
 	}
+}
+
+// null handles a YAML null. An empty value makes a list empty and keeps
+// the default of anything else. A bare ~ is YAML's null too, but in this
+// file it means the home directory: it is taken as the string "~" where a
+// string goes (cow: [~], workdir: ~), and refused where a list goes, since
+// "cow: ~" would otherwise silently empty the list.
+func (w *walker) null(n *yaml.Node, t reflect.Type, field string) {
+	if !bareTilde(n) {
+		return
+	}
+	switch t.Kind() {
+	case reflect.String:
+		n.Tag = "!!str"
+	case reflect.Slice:
+		w.fail(n, field, `a bare ~ is YAML's null, an empty list; write [~] for the home directory, or [] for none`)
+	}
+}
+
+// bareTilde reports an unquoted "~" scalar.
+func bareTilde(n *yaml.Node) bool {
+	return n.Kind == yaml.ScalarNode && n.Value == "~" && n.Style&(yaml.SingleQuotedStyle|yaml.DoubleQuotedStyle) == 0
 }
 
 func (w *walker) walkStruct(n *yaml.Node, t reflect.Type, field string) {
