@@ -181,13 +181,17 @@ func readSecretValue(cmd *cobra.Command, in *bufio.Reader, fromFile string) ([]b
 	var err error
 	switch {
 	case fromFile != "":
-		val, err = os.ReadFile(fromFile)
+		var f *os.File
+		if f, err = os.Open(fromFile); err == nil {
+			val, err = io.ReadAll(io.LimitReader(f, vault.MaxValue+2))
+			f.Close()
+		}
 	case isTerminal(cmd.InOrStdin()):
 		fmt.Fprint(cmd.ErrOrStderr(), "value (not echoed): ")
 		val, err = term.ReadPassword(int(cmd.InOrStdin().(*os.File).Fd()))
 		fmt.Fprintln(cmd.ErrOrStderr())
 	default:
-		val, err = io.ReadAll(io.LimitReader(in, 1<<20))
+		val, err = io.ReadAll(io.LimitReader(in, vault.MaxValue+2))
 	}
 	if err != nil {
 		return nil, fmt.Errorf("reading the secret value: %w", err)
@@ -225,6 +229,7 @@ func vaultImport(cmd *cobra.Command, p *pod.Pod, v *vault.Vault, file string) er
 	}
 	record(p, "vault.set", map[string]any{"secrets": names, "from": file}, "ok")
 	fmt.Fprintf(cmd.OutOrStdout(), "imported %s: %s\n", plural(len(names), "secret", "secrets"), strings.Join(names, ", "))
+	fmt.Fprintf(cmd.ErrOrStderr(), "note: %s still holds the values in plaintext; delete it once the vault is their only copy\n", file)
 	return nil
 }
 

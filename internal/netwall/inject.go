@@ -350,10 +350,32 @@ func (inj *injector) redactResponse(resp *http.Response, scanBody bool, echoed f
 	if resp.Body == nil || resp.Body == http.NoBody || resp.ContentLength == 0 {
 		return
 	}
-	resp.Body = readCloser{&redactor{r: resp.Body, secrets: inj.secrets, hit: hit}, resp.Body}
+	d := &redactor{r: resp.Body, secrets: inj.secrets, hit: hit}
+	if resp.ContentLength > 0 && resp.ContentLength <= redactBufferLimit {
+		// A small answer of known length (the usual API reply) is read
+		// whole and keeps an exact Content-Length.
+		b, err := io.ReadAll(io.LimitReader(d, 2*redactBufferLimit))
+		resp.Body = readCloser{io.MultiReader(bytes.NewReader(b), errReader{err}), resp.Body}
+		resp.ContentLength = int64(len(b))
+		return
+	}
+	resp.Body = readCloser{d, resp.Body}
 	resp.ContentLength = -1
 	resp.Header.Del("Content-Length")
 	resp.TransferEncoding = []string{"chunked"}
+}
+
+// redactBufferLimit is the largest answer redacted in memory.
+const redactBufferLimit = 256 << 10
+
+// errReader returns err (or EOF) once the buffered body is used up.
+type errReader struct{ err error }
+
+func (e errReader) Read([]byte) (int, error) {
+	if e.err != nil {
+		return 0, e.err
+	}
+	return 0, io.EOF
 }
 
 // redactor streams r with every secret value replaced by its placeholder.
@@ -365,6 +387,7 @@ type redactor struct {
 	hit     func(*Secret)
 	pending []byte // read, not yet safe to return
 	out     []byte // ready to return
+	buf     []byte
 	err     error
 }
 
@@ -377,10 +400,12 @@ func (d *redactor) Read(p []byte) (int, error) {
 			d.out, d.pending = d.pending, nil
 			break
 		}
-		buf := make([]byte, 32*1024)
-		n, err := d.r.Read(buf)
+		if d.buf == nil {
+			d.buf = make([]byte, 16<<10)
+		}
+		n, err := d.r.Read(d.buf)
 		d.err = err
-		d.pending = d.replace(append(d.pending, buf[:n]...))
+		d.pending = d.replace(append(d.pending, d.buf[:n]...))
 		keep := 0
 		if d.err == nil {
 			keep = d.partialTail(d.pending)

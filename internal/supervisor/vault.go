@@ -75,6 +75,7 @@ func (r *runner) buildVault(*sandbox.ViewConfig) error {
 	if len(envNames) > 0 {
 		status += fmt.Sprintf(", %d env: %s visible to the agent", len(envNames), strings.Join(envNames, ", "))
 		r.o.Audit("vault.env", map[string]any{"secrets": envNames, "note": "env mode: the agent can read these values"}, "warning")
+		r.o.Warn("vault: %s in env mode: the agent can read and send these values (bind them with --host for proxy mode)", strings.Join(envNames, ", "))
 	}
 	r.walls[WallVault] = status + ")"
 	return nil

@@ -15,7 +15,8 @@ type KV struct {
 }
 
 // ParseEnvFile reads dotenv lines: NAME=value, optional "export ", blank
-// lines and # comments, values optionally in single or double quotes.
+// lines and # comments (also after an unquoted value), values optionally
+// in single or double quotes.
 // Errors name the line, never its value.
 func ParseEnvFile(data []byte) ([]KV, error) {
 	var out []KV
@@ -40,6 +41,10 @@ func ParseEnvFile(data []byte) ([]KV, error) {
 			val = uq
 		case len(val) >= 2 && val[0] == '\'' && val[len(val)-1] == '\'':
 			val = val[1 : len(val)-1]
+		default:
+			if i := strings.Index(val, " #"); i >= 0 { // an unquoted value ends at a comment
+				val = strings.TrimSpace(val[:i])
+			}
 		}
 		out = append(out, KV{Name: name, Value: []byte(val)})
 	}

@@ -214,8 +214,15 @@ func (v *Vault) readRecord(name string) (*record, error) {
 	return &rec, nil
 }
 
+// MaxValue is the largest value a secret may hold (tokens, keys, a
+// service-account file): its record stays well within what is read back.
+const MaxValue = 64 << 10
+
 // Set stores value under name, keeping an existing binding.
 func (v *Vault) Set(name string, value []byte) error {
+	if len(value) == 0 || len(value) > MaxValue {
+		return errdefs.Invalid("secret %s: the value must be 1 byte to 64 KiB, not %d bytes", name, len(value))
+	}
 	rec, err := v.readRecord(name)
 	if errors.Is(err, errdefs.ErrNotFound) {
 		now := time.Now().UTC()

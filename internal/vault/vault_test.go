@@ -218,8 +218,8 @@ func TestNamesAndBindingsValidated(t *testing.T) {
 }
 
 func TestParseEnvFile(t *testing.T) {
-	kv, err := ParseEnvFile([]byte("# c\nexport A=1\nB=\"two words\"\nC='x=y'\n\n"))
-	if err != nil || len(kv) != 3 || string(kv[1].Value) != "two words" || string(kv[2].Value) != "x=y" {
+	kv, err := ParseEnvFile([]byte("# c\nexport A=1 # one\nB=\"two # words\"\nC='x=y'\n\n"))
+	if err != nil || len(kv) != 3 || string(kv[0].Value) != "1" || string(kv[1].Value) != "two # words" || string(kv[2].Value) != "x=y" {
 		t.Fatalf("%+v %v", kv, err)
 	}
 	_, err = ParseEnvFile([]byte("NOPE " + string(canary) + "\n"))
