@@ -3,6 +3,7 @@ package e2e
 import (
 	"encoding/json"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -145,5 +146,50 @@ func TestStateDirCannotHoldUpper(t *testing.T) {
 	}
 	if ents, _ := os.ReadDir(filepath.Join(e.home, "pods")); len(ents) != 0 {
 		t.Errorf("refused pods left %d entries in pods/", len(ents))
+	}
+}
+
+// Fail closed: inside a pod, a second airlock finds no capabilities, no
+// cgroups and no way to create namespaces, as on a kernel or in a
+// container without them. It must refuse, say what is missing, and run
+// nothing, even when every wall that may be downgraded is.
+func TestMissingKernelFeaturesFailClosed(t *testing.T) {
+	e := newEnv(t)
+	inner := filepath.Join(e.ws, "airlock-inner")
+	data, err := os.ReadFile(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(inner, data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	// The inner pod's state lives in the outer pod's copy-on-write view.
+	if err := os.Mkdir(filepath.Join(e.ws, "x"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	innerHome := filepath.Join(e.ws, "inner")
+	setup := exec.Command(bin, "init", "ix", "--workspace", filepath.Join(e.ws, "x"))
+	setup.Env = append(os.Environ(), "AIRLOCK_HOME="+innerHome)
+	if out, err := setup.CombinedOutput(); err != nil {
+		t.Fatalf("creating the inner pod: %v %s", err, out)
+	}
+	e.must("init", "outer")
+	script := `cd x
+AIRLOCK_HOME=/tmp/h ../airlock-inner init other; echo "init=$?"
+AIRLOCK_HOME=` + innerHome + ` ../airlock-inner run ix -- touch RAN; echo "run=$?"
+AIRLOCK_HOME=` + innerHome + ` ../airlock-inner run ix --downgrade seccomp --downgrade landlock --downgrade cgroups --downgrade network -- touch RAN; echo "downgraded=$?"`
+	r := e.must("run", "outer", "--", "sh", "-c", script)
+	for _, want := range []string{"init=7", "run=125", "downgraded=125"} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("nested airlock: want %s\nstdout: %s\nstderr: %s", want, r.stdout, r.stderr)
+		}
+	}
+	for _, want := range []string{"CAP_SYS_ADMIN", "cgroups wall", "namespaces"} {
+		if !strings.Contains(r.stderr, want) {
+			t.Errorf("nested airlock does not say what is missing (%q):\n%s", want, r.stderr)
+		}
+	}
+	if strings.Contains(e.must("diff", "outer").stdout, "RAN") {
+		t.Errorf("the command ran although its walls could not be built")
 	}
 }

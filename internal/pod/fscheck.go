@@ -57,5 +57,8 @@ func probeXattr(dir string) error {
 	if errors.Is(err, unix.ENOTSUP) || errors.Is(err, unix.EOPNOTSUPP) {
 		return errdefs.Unsupported("the file system of the airlock home %s does not support %s extended attributes, which a copy-on-write layer needs; set AIRLOCK_HOME to a directory on ext4, xfs, btrfs or tmpfs", filepath.Dir(filepath.Dir(dir)), attr[:len(attr)-len(".airlock.probe")])
 	}
+	if errors.Is(err, unix.EPERM) {
+		return errdefs.New(errdefs.ErrPermission, "setting %s extended attributes in the airlock home %s was refused: an overlay upper needs them, and trusted.* needs CAP_SYS_ADMIN; run airlock as root, outside any sandbox", attr[:len(attr)-len(".airlock.probe")], filepath.Dir(filepath.Dir(dir)))
+	}
 	return fmt.Errorf("probing extended attributes on %s: %w", dir, &os.PathError{Op: "setxattr", Path: dir, Err: err})
 }

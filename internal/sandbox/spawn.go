@@ -88,6 +88,10 @@ func Start(spec *Spec) (*Process, error) {
 	specR.Close()
 	statW.Close()
 	if s.err != nil {
+		if errors.Is(s.err, syscall.EPERM) || errors.Is(s.err, syscall.EINVAL) || errors.Is(s.err, syscall.ENOSPC) || errors.Is(s.err, syscall.EUSERS) {
+			// clone with the namespace flags is what fails here.
+			return nil, fmt.Errorf("starting the pod's init in new mount, PID, UTS, IPC and network namespaces: %w — this kernel, a container or a seccomp policy forbids creating them (or the namespace limit in /proc/sys/user is reached); run airlock doctor", s.err)
+		}
 		return nil, fmt.Errorf("starting the pod's init: %w", s.err)
 	}
 	p.proc, p.Pid = s.proc, s.proc.Pid
