@@ -245,10 +245,13 @@ kill $!`
 
 	got := s.received()
 	for _, want := range []string{
-		"allowed.test:8443 /curl?k=" + vaultCanary + " auth=Bearer " + vaultCanary + " token=" + vaultCanary,
+		// The template is the only place the value goes; the placeholder
+		// the agent put in the query and X-Token stays a placeholder.
+		"allowed.test:8443 /curl?k=airlock-placeholder-API_KEY-",
+		"auth=Bearer " + vaultCanary + " token=airlock-placeholder-API_KEY-",
 		"allowed.test:8443 /transparent auth=Bearer " + vaultCanary,
-		"allowed.test:8443 /python auth=Bearer " + vaultCanary + " token=" + vaultCanary,
-		"allowed.test:8443 /node auth=Bearer " + vaultCanary + " token=" + vaultCanary,
+		"allowed.test:8443 /python auth=Bearer " + vaultCanary + " token=airlock-placeholder-API_KEY-",
+		"allowed.test:8443 /node auth=Bearer " + vaultCanary + " token=airlock-placeholder-API_KEY-",
 		"allowed.test:8443 /git/info/refs?service=git-upload-pack auth=Bearer " + vaultCanary,
 		"www.allowed.test:8443 /clean auth= token= body=",
 	} {

@@ -445,9 +445,10 @@ func (d *redactor) partialTail(b []byte) int {
 	return best
 }
 
-// rewrite swaps placeholders bound to host (over verified TLS only), adds
-// header templates, and reports the first placeholder that would reach a
-// host it is not bound to. It returns the names of the secrets used.
+// rewrite, for a secret bound to host (over verified TLS only), sets its
+// header template or, without one, swaps its placeholder in header values,
+// path and query; it reports the first placeholder that would reach a host
+// it is not bound to. It returns the names of the secrets used.
 func (inj *injector) rewrite(req *http.Request, host string, verified bool) (used []string, leak *Secret, where string) {
 	if s, w := inj.scanRequest(req, host, verified); s != nil {
 		return nil, s, w
@@ -461,13 +462,16 @@ func (inj *injector) rewrite(req *http.Request, host string, verified bool) (use
 			continue
 		}
 		val := string(s.Value)
-		hit := replaceHeaders(req.Header, s.Placeholder, val)
-		hit = replaceURL(req.URL, s.Placeholder, val) || hit
 		if name, tmpl, ok := strings.Cut(s.Header, ":"); ok {
+			// A template is the only place the value goes: a placeholder
+			// the agent put in a path, query or other header (where the
+			// host might store and publish it) stays a placeholder.
 			req.Header.Set(strings.TrimSpace(name), strings.ReplaceAll(strings.TrimSpace(tmpl), "{}", val))
-			hit = true
+			used = append(used, s.Name)
+			continue
 		}
-		if hit {
+		hit := replaceHeaders(req.Header, s.Placeholder, val)
+		if replaceURL(req.URL, s.Placeholder, val) || hit {
 			used = append(used, s.Name)
 		}
 	}

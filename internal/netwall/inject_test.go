@@ -133,8 +133,15 @@ func TestInjectionSwapsOnlyForBoundHost(t *testing.T) {
 	if code != 200 {
 		t.Fatalf("bound request: %d %s\n%s", code, body, e.log.dump())
 	}
+	// A templated secret goes only into its template: its placeholder
+	// elsewhere (here the query, which a host may store) stays one.
+	code, body = e.do(t, "GET", "https://allowed.test:8443/x?t="+injPH2, "")
+	if code != 200 {
+		t.Fatalf("bound request: %d %s\n%s", code, body, e.log.dump())
+	}
 	got := e.rec.all()
-	want := "allowed.test:8443|Bearer " + injValue + "|k=" + injValue + "-2|key=" + injValue + "|"
+	want := "allowed.test:8443|Bearer " + injValue + "|k=" + injValue + "-2|key=" + injValue + "|\n" +
+		"allowed.test:8443||k=" + injValue + "-2|t=" + injPH2 + "|"
 	if got != want {
 		t.Fatalf("server received %q, want %q", got, want)
 	}
