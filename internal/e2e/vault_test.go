@@ -458,3 +458,29 @@ func TestVaultPassphrase(t *testing.T) {
 	}
 	canaryFree(t, vaultCanary, e.home, e.ws)
 }
+
+// Only the supervisor's own environment decides which servers are real:
+// the pod naming a trust bundle (by -e or the config's run.env) changes
+// what the agent trusts, never what the proxy accepts upstream. The test
+// root is in no host-side bundle here, so the bound request must fail
+// with nothing sent.
+func TestVaultUpstreamTrustIsHostSide(t *testing.T) {
+	e := newEnv(t)
+	s := newVaultServer(t, e)
+	cfg := e.read("airlock.yaml") + "run:\n  env:\n    SSL_CERT_DIR: " + filepath.Dir(s.trust) + "\n"
+	e.write("airlock.yaml", cfg)
+	e.must("init", "tp")
+	if r := e.run(vaultCanary, "vault", "tp", "set", "K"); r.code != 0 {
+		t.Fatalf("set: %+v", r)
+	}
+	e.must("vault", "tp", "bind", "K", "--host", "allowed.test", "--header", "Authorization: Bearer {}")
+	r := e.run("", "run", "tp", "-T", "-e", "SSL_CERT_FILE="+s.trust, "--", "sh", "-c",
+		`curl -sS --max-time 6 https://allowed.test:8443/x 2>&1; echo; echo "file=$SSL_CERT_FILE"`)
+	if !strings.Contains(r.stdout, "not trusted") || !strings.Contains(r.stdout, "file=/etc/ssl/certs/ca-certificates.crt") {
+		t.Errorf("want the proxy's 502 'not trusted' and the pod's own bundle; got exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	if got := s.received(); got != "" {
+		t.Fatalf("SECURITY: an upstream the host does not trust received %q", got)
+	}
+	e.wantAudit(e.audit("tp"), "net.connect", "deny", "not trusted")
+}
