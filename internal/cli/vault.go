@@ -41,8 +41,11 @@ a passphrase, by argon2id(AIRLOCK_VAULT_PASSPHRASE). Values are read from stdin
 or --from-file, never from the command line.
 
 A secret bound in proxy mode (the default) reaches the agent as a placeholder;
-only the egress proxy swaps it for the value, and only in HTTPS requests to the
-bound hosts. In env mode the agent sees the value itself.`,
+only the egress proxy puts the value in, and only in verified HTTPS requests to
+the bound hosts: into the --header template when there is one, else wherever
+the agent put the placeholder (header values, path, query). The placeholder on
+its way anywhere else is blocked and audited. In env mode the agent sees the
+value itself. --mode none unbinds. See docs/vault.md.`,
 		Example: `  printf %s "$TOKEN" | airlock vault mypod set GITHUB_TOKEN
   airlock vault mypod bind GITHUB_TOKEN --host api.github.com --header 'Authorization: Bearer {}'
   airlock vault mypod ls --json`,
