@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -176,6 +177,7 @@ func TestAuditVerifyDetectsTampering(t *testing.T) {
 	e := newEnv(t)
 	e.must("init", "p")
 	e.must("run", "p", "--", "true")
+	e.must("run", "p", "--", "true")
 	e.must("audit", "verify", "p")
 	path := filepath.Join(e.home, "pods", "p", "audit.jsonl")
 	data, err := os.ReadFile(path)
@@ -194,6 +196,36 @@ func TestAuditVerifyDetectsTampering(t *testing.T) {
 	r := e.run("", "audit", "verify", "p")
 	if r.code != 1 || !strings.Contains(r.stderr, "line 2") {
 		t.Fatalf("verify after edit: exit %d, stderr %q", r.code, r.stderr)
+	}
+	orig := strings.SplitAfter(string(data), "\n")
+	orig = orig[:len(orig)-1] // the empty string after the last newline
+	if len(orig) < 4 {
+		t.Fatalf("want at least 4 events, got %d", len(orig))
+	}
+	swap := append([]string{}, orig...)
+	swap[1], swap[2] = swap[2], swap[1]
+	for name, c := range map[string]struct {
+		lines []string
+		line  string
+	}{
+		"middle line removed": {append(append([]string{}, orig[:1]...), orig[2:]...), "line 2"},
+		"two lines swapped":   {swap, "line 2"},
+		"last line removed":   {orig[:len(orig)-1], "line " + fmt.Sprint(len(orig))},
+		"first line removed":  {orig[1:], "line 1"},
+	} {
+		if err := os.WriteFile(path, []byte(strings.Join(c.lines, "")), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		r := e.run("", "audit", "verify", "p", "--json")
+		if r.code != 1 || !strings.Contains(r.stderr, c.line) || !strings.Contains(r.stdout, `"intact": false`) {
+			t.Errorf("%s: verify exit %d, stderr %q, stdout %s; want exit 1 naming %s", name, r.code, r.stderr, r.stdout, c.line)
+		}
+	}
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	if r := e.run("", "audit", "verify", "p"); r.code != 1 {
+		t.Errorf("verify of a deleted trail: exit %d, want 1", r.code)
 	}
 }
 
