@@ -203,7 +203,14 @@ func podForRun(s *pod.Store, name, workspace, cfgPath string) (*pod.Pod, bool, e
 		return nil, false, err
 	}
 	if name == "" {
-		if p, err := s.ForWorkspace(ws); err == nil {
+		// Run from a directory inside a pod's workspace uses that pod (the
+		// command starts in the same subdirectory), as diff and commit do;
+		// an explicit --workspace names the workspace exactly.
+		find := s.ForWorkspace
+		if workspace == "" {
+			find = func(dir string) (*pod.Pod, error) { return podForDir(s, dir) }
+		}
+		if p, err := find(ws); err == nil {
 			return p, false, nil
 		}
 		name = pod.DefaultName(ws)

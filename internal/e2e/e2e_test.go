@@ -96,8 +96,19 @@ type result struct {
 // run executes airlock with args in the workspace, stdin from in.
 func (e *env) run(in string, args ...string) result {
 	e.t.Helper()
+	return e.exec(e.ws, in, args...)
+}
+
+// runIn executes airlock with args in dir.
+func (e *env) runIn(dir string, args ...string) result {
+	e.t.Helper()
+	return e.exec(dir, "", args...)
+}
+
+func (e *env) exec(dir, in string, args ...string) result {
+	e.t.Helper()
 	cmd := exec.Command(bin, args...)
-	cmd.Dir = e.ws
+	cmd.Dir = dir
 	cmd.Env = append(append(os.Environ(), "AIRLOCK_HOME="+e.home), e.vars...)
 	cmd.Stdin = strings.NewReader(in)
 	var out, errb bytes.Buffer

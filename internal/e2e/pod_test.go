@@ -112,6 +112,14 @@ func TestRunCreatesPodForWorkspace(t *testing.T) {
 	if !strings.Contains(st, `"stopped"`) {
 		t.Errorf("status: %s", st)
 	}
+	// From a subdirectory, run uses the workspace's pod and starts there.
+	sub := e.runIn(filepath.Join(e.ws, "src"), "run", "--", "pwd")
+	if sub.code != 0 || strings.TrimSpace(sub.stdout) != filepath.Join(e.ws, "src") {
+		t.Errorf("run from src: exit %d, pwd %q, stderr %s", sub.code, sub.stdout, sub.stderr)
+	}
+	if err := json.Unmarshal([]byte(e.must("ls", "--json").stdout), &pods); err != nil || len(pods) != 1 {
+		t.Errorf("run from a subdirectory made another pod: %+v", pods)
+	}
 }
 
 func TestExitCodesAndPipes(t *testing.T) {
