@@ -1,12 +1,15 @@
 package layer
 
 import (
+	"encoding/json"
 	"math/rand/v2"
 	"strconv"
 	"strings"
 	"testing"
 	"unicode"
 	"unicode/utf8"
+
+	"golang.org/x/sys/unix"
 )
 
 // unescapeName inverts EscapeName with Go's own string-literal decoder;
@@ -101,5 +104,32 @@ func TestEscapeContentLine(t *testing.T) {
 		if got := escapeContentLine(in); got != want {
 			t.Errorf("escapeContentLine(%q) = %q, want %q", in, got, want)
 		}
+	}
+}
+
+// --json shows modes as octal permission strings, and reads them back.
+func TestChangeJSONModes(t *testing.T) {
+	c := Change{Root: "workspace", Path: "bin/tool", Kind: ModeChg, Type: "file", OldType: "file",
+		Mode: statFileMode(unix.S_IFREG | 0o4755), OldMode: statFileMode(unix.S_IFREG | 0o644), Size: 3}
+	b, err := json.Marshal(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(b), `"mode":"4755"`) || !strings.Contains(string(b), `"old_mode":"0644"`) {
+		t.Fatalf("JSON modes: %s", b)
+	}
+	d := Change{Root: "workspace", Path: "d", Kind: Added, Type: "dir", Mode: statFileMode(unix.S_IFDIR | 0o1777)}
+	for _, want := range []Change{c, d, {Root: "home", Path: "gone", Kind: Deleted, OldType: "symlink", OldMode: statFileMode(unix.S_IFLNK | 0o777)}} {
+		b, err := json.Marshal(want)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got Change
+		if err := json.Unmarshal(b, &got); err != nil || got != want {
+			t.Errorf("round trip of %s: %+v, %v; want %+v", b, got, err, want)
+		}
+	}
+	if b, _ := json.Marshal(d); !strings.Contains(string(b), `"mode":"1777"`) || strings.Contains(string(b), "old_mode") {
+		t.Errorf("added dir JSON: %s", b)
 	}
 }

@@ -21,7 +21,12 @@
 // lock and check the pod is stopped before calling anything that writes.
 package layer
 
-import "os"
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"strconv"
+)
 
 // Root is one copy-on-write host directory and its overlay directories.
 type Root struct {
@@ -77,4 +82,85 @@ func (c Change) Display() string {
 	default:
 		return c.Root + "/" + c.Path
 	}
+}
+
+// changeJSON is how a Change looks in --json output: modes as the octal
+// permission strings people and scripts know ("0755", "4755"), with the
+// type in its own field, not Go's os.FileMode bit set.
+type changeJSON struct {
+	Root    string `json:"root"`
+	Path    string `json:"path"`
+	Kind    Kind   `json:"kind"`
+	Type    string `json:"type,omitempty"`
+	OldType string `json:"old_type,omitempty"`
+	Mode    string `json:"mode,omitempty"`
+	OldMode string `json:"old_mode,omitempty"`
+	Size    int64  `json:"size,omitempty"`
+	Opaque  bool   `json:"opaque,omitempty"`
+}
+
+// MarshalJSON renders the modes as octal strings.
+func (c Change) MarshalJSON() ([]byte, error) {
+	return json.Marshal(changeJSON{Root: c.Root, Path: c.Path, Kind: c.Kind, Type: c.Type, OldType: c.OldType,
+		Mode: octalMode(c.Mode, c.Type), OldMode: octalMode(c.OldMode, c.OldType), Size: c.Size, Opaque: c.Opaque})
+}
+
+// UnmarshalJSON reads what MarshalJSON wrote.
+func (c *Change) UnmarshalJSON(b []byte) error {
+	var j changeJSON
+	if err := json.Unmarshal(b, &j); err != nil {
+		return err
+	}
+	mode, err := parseOctalMode(j.Mode, j.Type)
+	if err != nil {
+		return err
+	}
+	old, err := parseOctalMode(j.OldMode, j.OldType)
+	if err != nil {
+		return err
+	}
+	*c = Change{Root: j.Root, Path: j.Path, Kind: j.Kind, Type: j.Type, OldType: j.OldType, Mode: mode, OldMode: old, Size: j.Size, Opaque: j.Opaque}
+	return nil
+}
+
+// octalMode is the st_mode permission part of m: "0644", "4755", "1777".
+func octalMode(m os.FileMode, typ string) string {
+	if typ == "" && m == 0 {
+		return ""
+	}
+	v := uint32(m.Perm())
+	if m&os.ModeSetuid != 0 {
+		v |= 0o4000
+	}
+	if m&os.ModeSetgid != 0 {
+		v |= 0o2000
+	}
+	if m&os.ModeSticky != 0 {
+		v |= 0o1000
+	}
+	return fmt.Sprintf("%04o", v)
+}
+
+var typeModes = map[string]os.FileMode{"dir": os.ModeDir, "symlink": os.ModeSymlink, "fifo": os.ModeNamedPipe,
+	"socket": os.ModeSocket, "device": os.ModeDevice}
+
+func parseOctalMode(s, typ string) (os.FileMode, error) {
+	if s == "" {
+		return 0, nil
+	}
+	v, err := strconv.ParseUint(s, 8, 32)
+	if err != nil || v > 0o7777 {
+		return 0, fmt.Errorf("mode %q: expected octal permission bits such as 0644", s)
+	}
+	m := os.FileMode(v&0o777) | typeModes[typ]
+	if v&0o4000 != 0 {
+		m |= os.ModeSetuid
+	}
+	if v&0o2000 != 0 {
+		m |= os.ModeSetgid
+	}
+	if v&0o1000 != 0 {
+		m |= os.ModeSticky
+	}
+	return m, nil
 }
