@@ -1,11 +1,15 @@
 package cli
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"time"
+	"unicode"
+	"unicode/utf16"
 
 	"github.com/spf13/cobra"
 
@@ -68,8 +72,7 @@ func printEvents(w io.Writer, events []audit.Event, asJSON bool) error {
 	for _, e := range events {
 		details := ""
 		if len(e.Details) > 0 {
-			b, _ := json.Marshal(e.Details)
-			details = " " + layer.EscapeName(string(b))
+			details = " " + terminalJSON(e.Details)
 		}
 		fmt.Fprintf(w, "%s  %-16s %-14s %s%s\n", e.Time.Local().Format("2006-01-02 15:04:05"), e.Action, layer.EscapeName(e.Outcome), layer.EscapeName(e.Actor), details)
 	}
@@ -130,4 +133,31 @@ func verifyAudit(w io.Writer, p *pod.Pod, asJSON bool) error {
 	}
 	fmt.Fprintf(w, "audit trail of %s intact: %s\n", p.Name, plural(n, "event", "events"))
 	return nil
+}
+
+// terminalJSON renders v as one line of JSON that is safe on a terminal
+// and still valid JSON: no HTML escaping (">" stays ">"), and every rune
+// that could hide or reorder text (DEL, C1 controls, bidi and other format
+// characters, which JSON leaves raw) written as a \u escape.
+func terminalJSON(v any) string {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return layer.EscapeName(fmt.Sprint(v))
+	}
+	var b strings.Builder
+	for _, r := range strings.TrimSuffix(buf.String(), "\n") {
+		if r == ' ' || unicode.IsPrint(r) {
+			b.WriteRune(r)
+			continue
+		}
+		if r > 0xffff {
+			r1, r2 := utf16.EncodeRune(r)
+			fmt.Fprintf(&b, "\\u%04x\\u%04x", r1, r2)
+			continue
+		}
+		fmt.Fprintf(&b, "\\u%04x", r)
+	}
+	return b.String()
 }
