@@ -931,3 +931,29 @@ func processesWith(marker string) []string {
 	}
 	return out
 }
+
+// BenchmarkNetStartup is what the network wall costs a pod's start, end to
+// end: warm `airlock run POD -- true` in network modes host (no wall),
+// none (own namespace, lo only) and filtered (rules, drop log, resolver
+// and proxy), the three interleaved so that drift hits all alike.
+func BenchmarkNetStartup(b *testing.B) {
+	modes := []string{"host", "none", "filtered"}
+	pods := map[string]*benchPod{}
+	for _, m := range modes {
+		pods[m] = newBenchPod(b, "version: 1\nnetwork:\n  mode: "+m+"\n")
+		pods[m].inPod("true") // warm: the pod exists, its layer is built
+	}
+	durs := map[string][]float64{}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		for _, m := range modes {
+			start := time.Now()
+			pods[m].inPod("true")
+			durs[m] = append(durs[m], float64(time.Since(start).Microseconds())/1000)
+		}
+	}
+	for _, m := range modes {
+		b.ReportMetric(median(durs[m]), m+"-ms")
+	}
+	b.ReportMetric(median(durs["filtered"])-median(durs["none"]), "filtered-minus-none-ms")
+}

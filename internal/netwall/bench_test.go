@@ -49,7 +49,13 @@ func BenchmarkWall(b *testing.B) {
 	b.Run("download/wall-connect", func(b *testing.B) {
 		benchDownload(b, size, func() (net.Conn, error) { return connectTunnel(pod, "allowed.test:80") })
 	})
-	b.Run("resolver-cached", func(b *testing.B) { benchResolver(b, pod) })
+	hostUDP := func() (net.Conn, error) { return net.Dial("udp", "198.18.0.2:53") }
+	podUDP := func() (net.Conn, error) { return pod.dial("udp", "127.0.0.1:53") }
+	same := func(int) string { return "www.allowed.test." }
+	fresh := func(i int) string { return fmt.Sprintf("u%d-%d.allowed.test.", time.Now().UnixNano(), i) }
+	b.Run("resolver/direct-upstream", func(b *testing.B) { benchResolver(b, hostUDP, fresh) })
+	b.Run("resolver/wall-uncached", func(b *testing.B) { benchResolver(b, podUDP, fresh) })
+	b.Run("resolver/wall-cached", func(b *testing.B) { benchResolver(b, podUDP, same) })
 }
 
 func connectTunnel(pod *testPod, target string) (net.Conn, error) {
@@ -96,15 +102,26 @@ func benchHTTPS(b *testing.B, conf *tls.Config, dial func() (net.Conn, error)) {
 	}
 }
 
+// benchDownload: one new connection and one GET of size bytes per
+// iteration. The client reads 256 KiB at a time, as a download tool does
+// (io.Discard would read 8 KiB at a time and measure its own syscalls).
 func benchDownload(b *testing.B, size int64, dial func() (net.Conn, error)) {
 	b.SetBytes(size)
+	buf := make([]byte, 256<<10)
 	for b.Loop() {
 		c, err := dial()
 		if err != nil {
 			b.Fatal(err)
 		}
 		fmt.Fprintf(c, "GET /big?n=%d HTTP/1.1\r\nHost: allowed.test\r\nConnection: close\r\n\r\n", size)
-		n, _ := io.Copy(io.Discard, c)
+		var n int64
+		for {
+			k, err := c.Read(buf)
+			n += int64(k)
+			if err != nil {
+				break
+			}
+		}
 		c.Close()
 		if n < size {
 			b.Fatalf("downloaded %d of %d bytes", n, size)
@@ -112,34 +129,39 @@ func benchDownload(b *testing.B, size int64, dial func() (net.Conn, error)) {
 	}
 }
 
-// benchResolver reports the latency of cached queries from inside the pod.
-func benchResolver(b *testing.B, pod *testPod) {
-	c, err := pod.dial("udp", "127.0.0.1:53")
+// benchResolver reports the latency of queries for name(i), one at a
+// time over one UDP socket from dial.
+func benchResolver(b *testing.B, dial func() (net.Conn, error), name func(int) string) {
+	c, err := dial()
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer c.Close()
 	co := &dns.Conn{Conn: c}
-	q := new(dns.Msg).SetQuestion("www.allowed.test.", dns.TypeA)
 	var lat []time.Duration
-	for b.Loop() {
+	for i := 0; b.Loop(); i++ {
+		q := new(dns.Msg).SetQuestion(name(i), dns.TypeA)
 		start := time.Now()
 		if err := co.WriteMsg(q); err != nil {
 			b.Fatal(err)
 		}
-		if m, err := co.ReadMsg(); err != nil || len(m.Answer) != 1 {
-			b.Fatalf("%v %v", m, err)
+		if _, err := co.ReadMsg(); err != nil {
+			b.Fatal(err)
 		}
 		lat = append(lat, time.Since(start))
 	}
 	slices.Sort(lat)
-	b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50-µs")
-	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-µs")
+	b.ReportMetric(float64(lat[len(lat)/2].Nanoseconds())/1e3, "p50-µs")
+	b.ReportMetric(float64(lat[len(lat)*99/100].Nanoseconds())/1e3, "p99-µs")
 }
 
-// BenchmarkSetup measures Setup + Close for a fresh pod namespace.
+// BenchmarkSetup measures Setup for a fresh pod namespace (links, rules,
+// drop log, resolver and proxy sockets): what a filtered pod adds to its
+// start. Close is timed apart and reported as close-µs.
 func BenchmarkSetup(b *testing.B) {
 	testutil.RequireRoot(b)
+	var closing time.Duration
+	n := 0
 	for b.Loop() {
 		b.StopTimer()
 		pod := startPod(b)
@@ -148,9 +170,13 @@ func BenchmarkSetup(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		w.Close()
 		b.StopTimer()
+		start := time.Now()
+		w.Close()
+		closing += time.Since(start)
+		n++
 		pod.stop()
 		b.StartTimer()
 	}
+	b.ReportMetric(float64(closing.Microseconds())/float64(n), "close-µs")
 }

@@ -30,6 +30,7 @@ const (
 	dropRate         = 1000
 	dropSummaryEvery = 5 * time.Second
 	dropMaxKeys      = 4096
+	dropMaxFresh     = 100 // new destinations reported at once per period; more are summed up as "(many)"
 )
 
 // nfnetlink_log wire constants (linux/netfilter/nfnetlink_log.h).
@@ -56,6 +57,7 @@ type dropLog struct {
 
 	mu     sync.Mutex
 	counts map[dropKey]int // drops since the key's last report
+	fresh  int             // keys reported at once this period
 	lost   int             // packets the kernel could not queue (ENOBUFS)
 	read1  chan struct{}   // closed when read returns
 	done   chan struct{}   // closed by close: summarize flushes and returns
@@ -260,7 +262,7 @@ func parsePacket(p []byte) (dropKey, bool) {
 func (d *dropLog) saw(k dropKey) {
 	d.mu.Lock()
 	n, seen := d.counts[k]
-	if !seen && len(d.counts) >= dropMaxKeys {
+	if !seen && (len(d.counts) >= dropMaxKeys || d.fresh >= dropMaxFresh) {
 		k.dst = netip.AddrPort{} // too many destinations: count them together
 		n, seen = d.counts[k]
 	}
@@ -270,6 +272,7 @@ func (d *dropLog) saw(k dropKey) {
 		return
 	}
 	d.counts[k] = 0
+	d.fresh++
 	d.mu.Unlock()
 	d.report(dropEvent(k, 1))
 }
@@ -292,6 +295,7 @@ func (d *dropLog) summarize() {
 
 func (d *dropLog) flush() {
 	d.mu.Lock()
+	d.fresh = 0
 	var evs []Event
 	for k, n := range d.counts {
 		if n > 0 {
