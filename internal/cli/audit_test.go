@@ -25,3 +25,16 @@ func TestTerminalJSON(t *testing.T) {
 		t.Fatalf("not the same JSON: %v %q", err, back)
 	}
 }
+
+func TestOneLine(t *testing.T) {
+	got := oneLine("applying evil\x1b]0;x\x07\u202e\xff: renameat evil\x1b[2J: file exists\nsecond line")
+	if strings.ContainsAny(got, "\x1b\x07\n\u202e\xff") {
+		t.Fatalf("oneLine left a raw control: %q", got)
+	}
+	if !strings.Contains(got, `evil\x1b]0;x\a\u202e\xff`) || !strings.Contains(got, "; second line") {
+		t.Errorf("oneLine = %q", got)
+	}
+	if s := `no change at a\nb; see airlock diff`; oneLine(s) != s {
+		t.Errorf("an already escaped message changed: %q", oneLine(s))
+	}
+}

@@ -14,7 +14,10 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/spf13/cobra"
 
@@ -94,11 +97,28 @@ func isUsage(err error) bool {
 }
 
 // oneLine keeps every error message on a single line, whatever a kernel
-// message or a hostile file name put into it.
+// message or a hostile file name put into it, and safe for a terminal: a
+// name that reached the message raw (inside an *os.PathError, say) has its
+// control, bidi and other invisible characters escaped. Parts already
+// escaped with layer.EscapeName pass unchanged.
 func oneLine(s string) string {
 	s = strings.TrimSpace(s)
 	r := strings.NewReplacer("\r\n", "; ", "\n", "; ", "\r", "; ")
-	return r.Replace(s)
+	s = r.Replace(s)
+	var b strings.Builder
+	for i := 0; i < len(s); {
+		c, size := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case c == utf8.RuneError && size == 1:
+			fmt.Fprintf(&b, "\\x%02x", s[i])
+		case c != ' ' && !unicode.IsPrint(c):
+			b.WriteString(strings.Trim(strconv.QuoteRune(c), "'"))
+		default:
+			b.WriteString(s[i : i+size])
+		}
+		i += size
+	}
+	return b.String()
 }
 
 func newRoot() *cobra.Command {

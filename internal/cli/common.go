@@ -111,7 +111,7 @@ func actor() string {
 // reported but does not undo the action already taken.
 func record(p *pod.Pod, action string, details map[string]any, outcome string) {
 	if err := appendAudit(p, audit.Event{Pod: p.Name, Actor: actor(), Action: action, Details: details, Outcome: outcome}); err != nil {
-		fmt.Fprintf(os.Stderr, "airlock: warning: writing the audit trail of %s: %v\n", p.Name, err)
+		fmt.Fprintln(os.Stderr, "airlock: warning: "+oneLine(fmt.Sprintf("writing the audit trail of %s: %v", p.Name, err)))
 	}
 }
 

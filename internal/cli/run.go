@@ -118,7 +118,7 @@ func runPod(cmd *cobra.Command, f *runFlags, name string, argv []string) error {
 		Downgrade: f.downgrade, Publish: f.publish,
 		Audit: func(action string, d map[string]any, outcome string) { record(p, action, d, outcome) },
 		Warn: func(format string, args ...any) {
-			fmt.Fprintf(os.Stderr, "airlock: warning: "+format+"\n", args...)
+			fmt.Fprintln(os.Stderr, "airlock: warning: "+oneLine(fmt.Sprintf(format, args...)))
 		},
 	})
 	if err != nil {
