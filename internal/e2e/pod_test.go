@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // The whole life of a pod: the agent writes, the host is untouched, diff
@@ -273,5 +274,41 @@ func TestListRootInsidePod(t *testing.T) {
 	}
 	if strings.Contains(r.stdout, "WROTE-ROOT") {
 		t.Errorf("the pod could create a file in /")
+	}
+}
+
+// The host file changed after the pod copied it: commit reports the
+// conflict and applies nothing, not even the other paths; --force applies
+// all, and undo brings back the host's own edit.
+func TestCommitConflictWithHostEdit(t *testing.T) {
+	e := newEnv(t)
+	e.must("init", "p")
+	e.must("run", "p", "--", "sh", "-c", "echo pod > README.md; echo new > other.txt")
+	e.write("README.md", "edited on the host\n")
+	r := e.run("", "commit", "p")
+	if r.code != 4 || !strings.Contains(r.stdout, "conflict README.md") || !strings.Contains(r.stderr, "--force") {
+		t.Fatalf("commit over a host edit: exit %d\nstdout: %s\nstderr: %s", r.code, r.stdout, r.stderr)
+	}
+	if e.read("README.md") != "edited on the host\n" || !strings.HasPrefix(e.read("other.txt"), "<") {
+		t.Fatalf("a refused commit changed the host")
+	}
+	// A host edit while the pod runs is a conflict too.
+	done := make(chan result, 1)
+	go func() { done <- e.run("", "run", "p", "--", "sh", "-c", "echo pod2 > src/main.c; sleep 1") }()
+	time.Sleep(400 * time.Millisecond)
+	e.write("src/main.c", "host during run\n")
+	if r := <-done; r.code != 0 {
+		t.Fatalf("run: %d %s", r.code, r.stderr)
+	}
+	if r := e.run("", "commit", "p", "src/main.c"); r.code != 4 {
+		t.Errorf("commit of a file the host changed during the run: exit %d, want 4", r.code)
+	}
+	e.must("commit", "p", "--force")
+	if e.read("README.md") != "pod\n" || e.read("other.txt") != "new\n" || e.read("src/main.c") != "pod2\n" {
+		t.Fatalf("commit --force did not apply everything")
+	}
+	e.must("undo", "p")
+	if e.read("README.md") != "edited on the host\n" || e.read("src/main.c") != "host during run\n" {
+		t.Errorf("undo did not restore the host's edits: %q %q", e.read("README.md"), e.read("src/main.c"))
 	}
 }
