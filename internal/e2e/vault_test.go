@@ -232,8 +232,18 @@ kill $!`
 	if r.code != 0 {
 		t.Fatalf("run: exit %d\nstderr: %s\nserver: %s", r.code, r.stderr, s.received())
 	}
-	for _, want := range []string{"bound=200", "bound-transparent=200", "other=403", "other-query=403", "other-body=403",
-		"plain-http=403", "clean=200", "python=200", "node=200", "git=0", "placeholder=ok"} {
+	wants := []string{"bound=200", "bound-transparent=200", "other=403", "other-query=403", "other-body=403",
+		"plain-http=403", "clean=200", "placeholder=ok"}
+	// The other clients are checked where the host has them.
+	clients := map[string]string{"/usr/bin/python3": "python=200", "node": "node=200", "git": "git=0"}
+	for tool, want := range clients {
+		if _, err := exec.LookPath(tool); err == nil {
+			wants = append(wants, want)
+		} else {
+			t.Logf("%s not installed: its client is not checked", tool)
+		}
+	}
+	for _, want := range wants {
 		if !strings.Contains(r.stdout, want+"\n") {
 			t.Errorf("pod output lacks %q", want)
 		}
@@ -250,13 +260,19 @@ kill $!`
 		"allowed.test:8443 /curl?k=airlock-placeholder-API_KEY-",
 		"auth=Bearer " + vaultCanary + " token=airlock-placeholder-API_KEY-",
 		"allowed.test:8443 /transparent auth=Bearer " + vaultCanary,
-		"allowed.test:8443 /python auth=Bearer " + vaultCanary + " token=airlock-placeholder-API_KEY-",
-		"allowed.test:8443 /node auth=Bearer " + vaultCanary + " token=airlock-placeholder-API_KEY-",
-		"allowed.test:8443 /git/info/refs?service=git-upload-pack auth=Bearer " + vaultCanary,
 		"www.allowed.test:8443 /clean auth= token= body=",
 	} {
 		if !strings.Contains(got, want) {
 			t.Errorf("bound server did not receive %q; it got:\n%s", want, got)
+		}
+	}
+	for tool, want := range map[string]string{
+		"/usr/bin/python3": "allowed.test:8443 /python auth=Bearer " + vaultCanary + " token=airlock-placeholder-API_KEY-",
+		"node":             "allowed.test:8443 /node auth=Bearer " + vaultCanary + " token=airlock-placeholder-API_KEY-",
+		"git":              "allowed.test:8443 /git/info/refs?service=git-upload-pack auth=Bearer " + vaultCanary,
+	} {
+		if _, err := exec.LookPath(tool); err == nil && !strings.Contains(got, want) {
+			t.Errorf("bound server did not receive %q (%s); it got:\n%s", want, tool, got)
 		}
 	}
 	if strings.Contains(got, "/steal") {

@@ -354,7 +354,9 @@ func (inj *injector) redactResponse(resp *http.Response, scanBody bool, echoed f
 	if resp.ContentLength > 0 && resp.ContentLength <= redactBufferLimit {
 		// A small answer of known length (the usual API reply) is read
 		// whole and keeps an exact Content-Length.
-		b, err := io.ReadAll(io.LimitReader(d, 2*redactBufferLimit))
+		b := make([]byte, resp.ContentLength)
+		n, err := io.ReadFull(resp.Body, b)
+		b = d.replace(b[:n])
 		resp.Body = readCloser{io.MultiReader(bytes.NewReader(b), errReader{err}), resp.Body}
 		resp.ContentLength = int64(len(b))
 		return
