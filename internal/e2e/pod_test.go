@@ -312,3 +312,29 @@ func TestCommitConflictWithHostEdit(t *testing.T) {
 		t.Errorf("undo did not restore the host's edits: %q %q", e.read("README.md"), e.read("src/main.c"))
 	}
 }
+
+// The workspace keeps its host owner and mode inside the pod (the overlay
+// root takes them from the upper directory, which airlock creates as
+// root's, mode 0700), also when they change on the host between runs.
+func TestWorkspaceRootKeepsOwnerAndMode(t *testing.T) {
+	e := newEnv(t)
+	if err := os.Chown(e.ws, 0, 1000); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(e.ws, 0o751); err != nil {
+		t.Fatal(err)
+	}
+	e.must("init", "p")
+	if got := strings.TrimSpace(e.must("run", "p", "--", "stat", "-c", "%a %u:%g", e.ws).stdout); got != "751 0:1000" {
+		t.Errorf("workspace inside the pod: %s, want 751 0:1000", got)
+	}
+	if err := os.Chmod(e.ws, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.TrimSpace(e.must("run", "p", "--", "stat", "-c", "%a", e.ws).stdout); got != "755" {
+		t.Errorf("workspace inside the pod after a host chmod: %s, want 755", got)
+	}
+	if out := e.must("diff", "p").stdout; !strings.Contains(out, "no changes") {
+		t.Errorf("mirroring the root's attributes shows as a change:\n%s", out)
+	}
+}

@@ -132,11 +132,24 @@ func TestCreateGetList(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, d := range append([]string{"", "upper/workspace", "work/workspace"}, podDirs...) {
+	for _, d := range append([]string{"", "work/workspace"}, podDirs...) {
 		st, err := os.Lstat(filepath.Join(p.Dir, d))
 		if err != nil || !st.IsDir() || st.Mode().Perm() != 0o700 {
 			t.Errorf("%s: %v %v, want a 0700 dir", d, st.Mode(), err)
 		}
+	}
+	// The upper of a root carries its host directory's owner and mode:
+	// the overlay shows them as the workspace's inside the pod.
+	var hst, ust unix.Stat_t
+	chk := func(err error) {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	chk(unix.Stat(ws, &hst))
+	chk(unix.Stat(filepath.Join(p.Dir, "upper/workspace"), &ust))
+	if ust.Mode != hst.Mode || ust.Uid != hst.Uid || ust.Gid != hst.Gid || ust.Mtim != hst.Mtim {
+		t.Errorf("upper/workspace: mode %o owner %d:%d, want the workspace's %o %d:%d", ust.Mode, ust.Uid, ust.Gid, hst.Mode, hst.Uid, hst.Gid)
 	}
 	for _, f := range []string{p.ConfigPath(), p.StatePath()} {
 		st, err := os.Stat(f)

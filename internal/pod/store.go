@@ -79,7 +79,11 @@ func (p *Pod) build() error {
 }
 
 // PrepareRoots creates the upper and work directories of every root that
-// lacks them (a root added to filesystem.cow after Create).
+// lacks them (a root added to filesystem.cow after Create), and gives each
+// upper directory the owner, mode and times of its host directory: the
+// overlay's root takes its attributes from the upper, so the workspace
+// would otherwise appear inside the pod as root's, mode 0700. Run calls it
+// before every start, so host-side changes to them carry over.
 func (p *Pod) PrepareRoots() error {
 	for _, r := range p.Roots() {
 		for _, d := range []string{r.Upper, r.Work} {
@@ -87,6 +91,28 @@ func (p *Pod) PrepareRoots() error {
 				return fmt.Errorf("creating %s of pod %s: %w", d, p.Name, err)
 			}
 		}
+		if err := mirrorAttrs(r.Host, r.Upper); err != nil {
+			return fmt.Errorf("preparing the layer of %s for pod %s: %w", r.Host, p.Name, err)
+		}
+	}
+	return nil
+}
+
+// mirrorAttrs copies owner, permission bits and times of host onto upper.
+// A host directory that is gone is left for the sandbox to report.
+func mirrorAttrs(host, upper string) error {
+	var st unix.Stat_t
+	if err := unix.Stat(host, &st); err != nil {
+		return nil
+	}
+	if err := unix.Lchown(upper, int(st.Uid), int(st.Gid)); err != nil {
+		return &os.PathError{Op: "lchown", Path: upper, Err: err}
+	}
+	if err := unix.Chmod(upper, st.Mode&0o7777); err != nil {
+		return &os.PathError{Op: "chmod", Path: upper, Err: err}
+	}
+	if err := unix.UtimesNano(upper, []unix.Timespec{st.Atim, st.Mtim}); err != nil {
+		return &os.PathError{Op: "utimensat", Path: upper, Err: err}
 	}
 	return nil
 }

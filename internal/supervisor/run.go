@@ -59,6 +59,9 @@ func Run(o Options) (int, error) {
 		return 125, err
 	}
 	defer release()
+	if err := p.PrepareRoots(); err != nil {
+		return 125, err
+	}
 	r := &runner{o: o, cfg: p.Config, walls: map[string]string{}}
 	if o.Audit == nil {
 		r.o.Audit = func(string, map[string]any, string) {}
