@@ -4,7 +4,7 @@
 # The host copy stays untouched until `airlock commit`.
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
-bin="$here/../bin/airlock"
+bin=$(cd "$here/.." && pwd)/bin/airlock
 ws=${AIRLOCK_DEMO_WORKSPACE:-/tmp/airlock-demo}
 export AIRLOCK_HOME=${AIRLOCK_HOME:-/tmp/airlock-demo-home}
 
@@ -22,4 +22,8 @@ echo "== the host is untouched:"
 printf '   %s/src/greet.sh: ' "$ws"; tail -n 1 "$ws/src/greet.sh"
 printf '   ~/demo-important/data.txt: '; cat "$HOME/demo-important/data.txt"
 echo
-echo "next: $bin diff demo -p | $bin commit demo src/ | $bin rollback demo   (AIRLOCK_HOME=$AIRLOCK_HOME)"
+echo "next (with AIRLOCK_HOME=$AIRLOCK_HOME):"
+echo "   $bin diff demo -p          # the unified diffs"
+echo "   $bin commit demo src/      # apply src/ to the host, journaled"
+echo "   $bin undo demo             # put the host back"
+echo "   $bin rollback demo         # discard the rest"
