@@ -254,8 +254,10 @@ func TestV1PidsForkBomb(t *testing.T) {
 	assertKilled(t, c.wait(t, 5*time.Second))
 }
 
-// TestV1CPUQuota: two spinning threads under a 0.5 CPU quota get about
-// half a second of CPU per second (loose bounds: this is a shared VM).
+// TestV1CPUQuota: two spinning threads under a 0.5 CPU quota get at most
+// about half a second of CPU per second. The cap is the property; the lower
+// bound only shows the spinner ran, since on a loaded two-core CI machine
+// other packages' tests can starve it well below its quota.
 func TestV1CPUQuota(t *testing.T) {
 	g, _ := newV1(t, Limits{CPUs: 0.5})
 	addStarted(t, g, "spin")
@@ -264,7 +266,7 @@ func TestV1CPUQuota(t *testing.T) {
 	time.Sleep(time.Second)
 	used := float64(cpuUsec(t, g)-before) / float64(time.Since(t0).Microseconds())
 	t.Logf("0.5 CPU quota: used %.2f CPUs", used)
-	if used < 0.3 || used > 0.7 {
+	if used < 0.05 || used > 0.7 {
 		t.Errorf("used %.2f CPUs under a 0.5 CPU quota", used)
 	}
 }

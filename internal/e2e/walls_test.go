@@ -870,6 +870,28 @@ func TestWallCgroupsFailClosed(t *testing.T) {
 	}
 }
 
+// resources.disk is not enforced yet (status says so); until it is, the
+// disk guard keeps a pod from filling the host's disk: when the file
+// system under the layer runs low, the pod is frozen and the event
+// audited. A 32 MiB tmpfs state directory stands in for the host's disk.
+func TestWallDiskGuard(t *testing.T) {
+	e := newEnv(t)
+	if err := syscall.Mount("tmpfs", e.home, "tmpfs", 0, "size=32m"); err != nil {
+		t.Fatalf("mounting a small state directory: %v", err)
+	}
+	t.Cleanup(func() { _ = syscall.Unmount(e.home, syscall.MNT_DETACH) })
+	e.must("init", "p")
+	r := e.background("run", "p", "--", "sh", "-c", "dd if=/dev/zero of=fill bs=1M count=64 2>&1; echo dd-done; exec sleep 30")
+	waitFor(t, func() bool { return indexOf(auditActions(e, "p"), "disk-guard") >= 0 })
+	if s := e.stats("p"); !s.Frozen {
+		t.Errorf("the disk guard fired but the pod is not frozen: %+v", s)
+	}
+	e.must("kill", "p")
+	if code := r.exitCode(t); code != 137 {
+		t.Errorf("killed frozen pod exited %d, want 137", code)
+	}
+}
+
 // The walls' price on real work, pod against host (benchmarks, never
 // timed tests; run them under flock /tmp/airlock-bench.lock, see
 // docs/bench/walls.md). Host and pod runs alternate so that drift in the

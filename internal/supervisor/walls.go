@@ -78,6 +78,9 @@ func (r *runner) buildCgroup(*sandbox.ViewConfig) error {
 	// onStart moves the init into r.group, beside the other hooks; this
 	// one only starts the watch on the group's event counters.
 	ev := &resourceEvents{audit: r.o.Audit, stats: g.Stats}
+	if res.Disk.Bytes > 0 || res.Disk.Inodes > 0 {
+		ev.guard = &diskGuard{dir: filepath.Join(r.o.Pod.Dir, "upper"), freeze: g.Freeze, warn: r.o.Warn, pod: r.o.Pod.Name}
+	}
 	stop, done := make(chan struct{}), make(chan struct{})
 	var started atomic.Bool
 	r.hooks = append(r.hooks, func(int) error {
@@ -90,23 +93,76 @@ func (r *runner) buildCgroup(*sandbox.ViewConfig) error {
 		if started.Load() {
 			<-done
 		}
-		ev.check() // the last events, once the pod has stopped
+		ev.guard = nil // nothing left to freeze
+		ev.check()     // the last events, once the pod has stopped
 		_ = g.Destroy()
 	})
 	return nil
 }
 
-// eventPoll is how often a running pod's resource counters are read (two
-// small cgroup files), so that an OOM kill or a PID-limit hit is in the
-// audit trail within a second, not only once the run ends.
-const eventPoll = time.Second
+// eventPoll is how often a running pod's resource counters (a few small
+// cgroup files) and the free space under its layer are read, so that an
+// OOM kill or a PID-limit hit is in the audit trail at once, not only when
+// the run ends, and a layer filling the host's disk is stopped early.
+const eventPoll = 250 * time.Millisecond
 
 // resourceEvents turns growth of a group's OOM-kill and PID-limit
-// counters into audit events.
+// counters into audit events, and runs the disk guard.
 type resourceEvents struct {
 	audit             AuditFunc
 	stats             func() (cgroup.Stats, error)
 	oomSeen, pidsSeen uint64
+	guard             *diskGuard
+}
+
+// diskGuard is the host's protection while resources.disk is not
+// enforced (see diskQuotaStatus): when the file system holding the
+// layer runs low on free space or inodes, the pod is frozen and the event
+// audited, so the agent cannot fill the host's disk. It polls, so a fast
+// writer can use part of the reserve before it is stopped; the agent sees
+// ENOSPC only when the host's file system itself is full.
+type diskGuard struct {
+	dir    string
+	pod    string
+	freeze func() error
+	warn   func(format string, args ...any)
+	fired  bool
+}
+
+// reserve is what the guard keeps free: a tenth of the file system, at
+// most 2 GiB and 50,000 inodes.
+func reserve(st *unix.Statfs_t) (bytes, inodes uint64) {
+	bytes = min(st.Blocks*uint64(st.Bsize)/10, 2<<30)
+	inodes = min(st.Files/10, 50_000)
+	return bytes, inodes
+}
+
+// check freezes the pod once, when the reserve is reached; a resumed pod
+// that is still short of space is frozen again.
+func (d *diskGuard) check(audit AuditFunc) {
+	var st unix.Statfs_t
+	if err := unix.Statfs(d.dir, &st); err != nil {
+		return
+	}
+	freeBytes, freeInodes := st.Bavail*uint64(st.Bsize), st.Ffree
+	rb, ri := reserve(&st)
+	low := freeBytes < rb || (st.Files > 0 && freeInodes < ri)
+	if !low {
+		d.fired = false
+		return
+	}
+	if d.fired {
+		return
+	}
+	d.fired = true
+	err := d.freeze()
+	outcome := "frozen"
+	if err != nil {
+		outcome = "error: " + err.Error()
+	}
+	audit("disk-guard", map[string]any{"dir": d.dir, "free_bytes": freeBytes, "free_inodes": freeInodes, "reserve_bytes": rb, "reserve_inodes": ri}, outcome)
+	d.warn("pod %s FROZEN: the file system holding its layer (%s) is down to %d MiB and %d inodes free; free space, then `airlock resume %s`, or `airlock kill %s`",
+		d.pod, d.dir, freeBytes>>20, freeInodes, d.pod, d.pod)
 }
 
 func (e *resourceEvents) watch(stop <-chan struct{}, every time.Duration) {
@@ -124,6 +180,9 @@ func (e *resourceEvents) watch(stop <-chan struct{}, every time.Duration) {
 
 // check audits what happened since the last call.
 func (e *resourceEvents) check() {
+	if e.guard != nil {
+		e.guard.check(e.audit)
+	}
 	st, err := e.stats()
 	if err != nil {
 		return
@@ -149,7 +208,7 @@ func (r *runner) diskQuotaStatus(d config.Disk) {
 		r.walls[WallDiskQuota] = "off (resources.disk: 0)"
 		return
 	}
-	r.walls[WallDiskQuota] = fmt.Sprintf("NOT ENFORCED (resources.disk %s / %d inodes is not implemented yet: the layer can grow until the host's disk is full)", d.Bytes, d.Inodes)
+	r.walls[WallDiskQuota] = fmt.Sprintf("NOT ENFORCED (resources.disk %s / %d inodes is not implemented yet); guard: the pod is frozen when the file system holding its layer runs low", d.Bytes, d.Inodes)
 }
 
 func (r *runner) buildNetwork(v *sandbox.ViewConfig) error {
