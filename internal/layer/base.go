@@ -6,6 +6,7 @@ package layer
 // made on the host in the meantime.
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -126,9 +127,20 @@ func RecordBase(roots []Root, basePath string, runStart time.Time) error {
 	if err != nil {
 		return err
 	}
+	before, err := json.Marshal(b)
+	if err != nil {
+		return err
+	}
 	for _, r := range roots {
 		if err := recordRoot(b, r, runStart.UnixNano()); err != nil {
 			return fmt.Errorf("recording conflict base of %s: %w", r.Name, err)
+		}
+	}
+	// Most runs add nothing new to the base; rewriting it costs two
+	// fsyncs at the end of every run.
+	if after, err := json.Marshal(b); err == nil && bytes.Equal(before, after) {
+		if _, err := os.Stat(basePath); err == nil {
+			return nil
 		}
 	}
 	return b.save()
