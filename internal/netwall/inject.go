@@ -317,7 +317,15 @@ func (inj *injector) forwardRequest(client, up io.Writer, ubr *bufio.Reader, req
 	defer resp.Body.Close()
 	unknownLen := resp.ContentLength < 0 && len(resp.TransferEncoding) == 0
 	inj.redactResponse(resp, scanBody, echoed)
-	if err := resp.Write(client); err != nil {
+	// Response.Write does not buffer: a small answer of known length goes
+	// out in one TLS record and syscall instead of one per header line.
+	// Open-ended answers stay unbuffered so that streamed events flow.
+	if resp.ContentLength >= 0 && resp.ContentLength <= redactBufferLimit {
+		bw := bufio.NewWriterSize(client, 16<<10)
+		if resp.Write(bw) != nil || bw.Flush() != nil {
+			return false
+		}
+	} else if resp.Write(client) != nil {
 		return false
 	}
 	return !(req.Close || resp.Close || unknownLen)
