@@ -39,6 +39,10 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
+// settle outlasts the window (two coarse-clock ticks) in which a host
+// change before a run counts as made during it.
+const settle = 25 * time.Millisecond
+
 // env is one test's private world: a state dir and a workspace.
 type env struct {
 	t    *testing.T
@@ -56,10 +60,11 @@ func newEnv(t *testing.T) *env {
 	}
 	e.write("README.md", "hello\n")
 	e.write("src/main.c", "int main(void) { return 0; }\n")
-	// A host file changed within 50 ms of a run's start counts as changed
-	// during the run (file times come from the kernel's coarse clock), and
-	// commit would report a conflict: let the set-up age past that.
-	time.Sleep(60 * time.Millisecond)
+	// A host file changed within two ticks of the kernel's coarse clock
+	// before a run's start counts as changed during the run (file times
+	// come from that clock), and commit would report a conflict: let the
+	// set-up age past that.
+	time.Sleep(settle)
 	t.Cleanup(func() {
 		if testutil.Mounted(e.home) || testutil.Mounted(e.ws) {
 			t.Errorf("mounts left behind under %s or %s", e.home, e.ws)

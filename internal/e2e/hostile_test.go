@@ -69,7 +69,7 @@ func TestHostileLinksCannotLeadCommitOutside(t *testing.T) {
 	if err := os.Link(filepath.Join(out, "target"), filepath.Join(e.ws, "hl")); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(60 * time.Millisecond) // see newEnv: age the set-up past the coarse clock
+	time.Sleep(settle)
 	e.must("init", "p")
 	script := `set -e
 echo pwn > out/target 2>/dev/null || true  # through the symlink: the pod's private view only
@@ -122,7 +122,7 @@ func TestHostileSwapDuringCommit(t *testing.T) {
 	if err := os.Mkdir(filepath.Join(e.ws, "sw"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(60 * time.Millisecond)
+	time.Sleep(settle)
 	e.must("init", "p")
 	e.must("run", "p", "--", "sh", "-c", `for i in $(seq 300); do echo $i > sw/f$i; done`)
 	sw, real := filepath.Join(e.ws, "sw"), filepath.Join(e.ws, "sw.real")
@@ -351,7 +351,7 @@ func TestHostileKill9DuringCommit(t *testing.T) {
 	for i := range n {
 		e.write(fmt.Sprintf("k/f%03d", i), strings.Repeat("o", 1+i*37%4096))
 	}
-	time.Sleep(60 * time.Millisecond)
+	time.Sleep(settle)
 	e.must("init", "p")
 	seed := uint64(time.Now().UnixNano())
 	t.Logf("seed %d", seed)
@@ -368,7 +368,7 @@ func TestHostileKill9DuringCommit(t *testing.T) {
 	for it := range iterations {
 		// Host files an undo just restored count as changed during a run
 		// that starts within the coarse clock's slack (see newEnv).
-		time.Sleep(60 * time.Millisecond)
+		time.Sleep(settle)
 		e.must("rollback", "p")
 		e.must("run", "p", "--", "sh", "-c", agent)
 		cmd := exec.Command(bin, "commit", "p")

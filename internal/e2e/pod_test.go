@@ -238,25 +238,32 @@ func TestAuditVerifyDetectsTampering(t *testing.T) {
 	}
 }
 
+// lp names a pod that runs long enough to meet another test process's pod
+// of the same name: the cgroup wall names cgroups by pod name alone, so
+// two AIRLOCK_HOMEs (other packages' tests, another person's runs) with a
+// pod "p" share one cgroup and kill each other's processes.
+func lp() string { return fmt.Sprintf("p%d", os.Getpid()) }
+
 // While the pod runs its layer is mounted: commit and rollback refuse.
 func TestCommitRefusedWhileRunning(t *testing.T) {
 	e := newEnv(t)
-	e.must("init", "p")
+	p := lp() // runs for a while: see lp
+	e.must("init", p)
 	done := make(chan result, 1)
 	go func() {
-		done <- e.run("", "run", "p", "-w", "/", "--", "sh", "-c", "echo x > "+e.ws+"/f; sleep 3")
+		done <- e.run("", "run", p, "-w", "/", "--", "sh", "-c", "echo x > "+e.ws+"/f; sleep 3")
 	}()
-	waitFor(t, func() bool { return strings.Contains(e.run("", "status", "p").stdout, "running") })
-	e.expect(5, "running", "commit", "p")
-	e.expect(5, "running", "rollback", "p")
-	e.expect(5, "running", "undo", "p")
+	waitFor(t, func() bool { return strings.Contains(e.run("", "status", p).stdout, "running") })
+	e.expect(5, "running", "commit", p)
+	e.expect(5, "running", "rollback", p)
+	e.expect(5, "running", "undo", p)
 	if got := e.read("f"); !strings.HasPrefix(got, "<") {
 		t.Errorf("a refused commit reached the host: %q", got)
 	}
 	if r := <-done; r.code != 0 {
 		t.Fatalf("run: %d %s", r.code, r.stderr)
 	}
-	e.must("commit", "p")
+	e.must("commit", p)
 }
 
 // A person inside the pod lists / and finds the host's layout; the root
@@ -282,10 +289,11 @@ func TestListRootInsidePod(t *testing.T) {
 // all, and undo brings back the host's own edit.
 func TestCommitConflictWithHostEdit(t *testing.T) {
 	e := newEnv(t)
-	e.must("init", "p")
-	e.must("run", "p", "--", "sh", "-c", "echo pod > README.md; echo new > other.txt")
+	p := lp() // runs for a while: see lp
+	e.must("init", p)
+	e.must("run", p, "--", "sh", "-c", "echo pod > README.md; echo new > other.txt")
 	e.write("README.md", "edited on the host\n")
-	r := e.run("", "commit", "p")
+	r := e.run("", "commit", p)
 	if r.code != 4 || !strings.Contains(r.stdout, "conflict README.md") || !strings.Contains(r.stderr, "--force") {
 		t.Fatalf("commit over a host edit: exit %d\nstdout: %s\nstderr: %s", r.code, r.stdout, r.stderr)
 	}
@@ -294,20 +302,20 @@ func TestCommitConflictWithHostEdit(t *testing.T) {
 	}
 	// A host edit while the pod runs is a conflict too.
 	done := make(chan result, 1)
-	go func() { done <- e.run("", "run", "p", "--", "sh", "-c", "echo pod2 > src/main.c; sleep 1") }()
+	go func() { done <- e.run("", "run", p, "--", "sh", "-c", "echo pod2 > src/main.c; sleep 1") }()
 	time.Sleep(400 * time.Millisecond)
 	e.write("src/main.c", "host during run\n")
 	if r := <-done; r.code != 0 {
 		t.Fatalf("run: %d %s", r.code, r.stderr)
 	}
-	if r := e.run("", "commit", "p", "src/main.c"); r.code != 4 {
+	if r := e.run("", "commit", p, "src/main.c"); r.code != 4 {
 		t.Errorf("commit of a file the host changed during the run: exit %d, want 4", r.code)
 	}
-	e.must("commit", "p", "--force")
+	e.must("commit", p, "--force")
 	if e.read("README.md") != "pod\n" || e.read("other.txt") != "new\n" || e.read("src/main.c") != "pod2\n" {
 		t.Fatalf("commit --force did not apply everything")
 	}
-	e.must("undo", "p")
+	e.must("undo", p)
 	if e.read("README.md") != "edited on the host\n" || e.read("src/main.c") != "host during run\n" {
 		t.Errorf("undo did not restore the host's edits: %q %q", e.read("README.md"), e.read("src/main.c"))
 	}
@@ -336,5 +344,22 @@ func TestWorkspaceRootKeepsOwnerAndMode(t *testing.T) {
 	}
 	if out := e.must("diff", "p").stdout; !strings.Contains(out, "no changes") {
 		t.Errorf("mirroring the root's attributes shows as a change:\n%s", out)
+	}
+}
+
+// A host file written just before a run (a checkout, a copy) is not a
+// conflict once the coarse clock has moved on: the "changed during the
+// run" window is two clock ticks, not tens of milliseconds.
+func TestHostEditJustBeforeRunIsNoConflict(t *testing.T) {
+	e := newEnv(t)
+	e.must("init", "p")
+	e.write("README.md", "fresh checkout\n")
+	time.Sleep(15 * time.Millisecond)
+	e.must("run", "p", "--", "sh", "-c", "echo pod >> README.md")
+	if r := e.run("", "commit", "p"); r.code != 0 {
+		t.Fatalf("commit after a host write 15 ms before the run: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	if got := e.read("README.md"); got != "fresh checkout\npod\n" {
+		t.Errorf("README.md = %q", got)
 	}
 }

@@ -22,7 +22,18 @@ const baseFormat = 1
 // ctimeSlack widens "changed during the run": file times come from the
 // kernel's coarse clock, which lags the real time by up to a tick, so a
 // change just after the run started may carry a ctime slightly before it.
-const ctimeSlack = 50 * time.Millisecond
+// Two ticks of that clock (8 ms at HZ=250) cover it; every host file
+// changed within that window before a run is a conflict the person must
+// confirm with --force, so the window is kept as small as is safe.
+var ctimeSlack = coarseSlack()
+
+func coarseSlack() time.Duration {
+	var res unix.Timespec
+	if err := unix.ClockGetres(unix.CLOCK_REALTIME_COARSE, &res); err != nil || res.Nano() <= 0 || res.Nano() > int64(50*time.Millisecond) {
+		return 50 * time.Millisecond
+	}
+	return max(2*time.Duration(res.Nano()), time.Millisecond)
+}
 
 // BaseEntry is the host stat of one path when the pod copied it.
 type BaseEntry struct {
