@@ -102,6 +102,12 @@ type Spec struct {
 	// OnStart runs with the init's host PID before the init builds
 	// anything (cgroups, network). An error aborts the start.
 	OnStart func(pid int) error
+	// OnExit, when set, is called once with the command's exit code as
+	// soon as the init reports it, before the kernel tears the pod's
+	// namespaces down (unmounting an overlay syncs its upper file
+	// system, a millisecond or more): the supervisor writes its exit
+	// records meanwhile. Wait still returns the code once the pod is gone.
+	OnExit func(code int)
 }
 
 // InitSpec is the part of a Spec the supervisor sends to the in-pod init,
@@ -128,10 +134,12 @@ const (
 	// StatusFD carries one line: StatusOK, or "<code> <class> <message>"
 	// where code is the exit code the run should report (125 setup
 	// failure, 126 not executable, 127 not found) and class is one of
-	// ClassUnsupported, ClassNotFound, ClassOther.
+	// ClassUnsupported, ClassNotFound, ClassOther. After StatusOK, one
+	// more line, StatusExit and the command's exit code, when it ends.
 	StatusFD = 4
 
 	StatusOK         = "ok"
+	StatusExit       = "exit"
 	ClassUnsupported = "unsupported"
 	ClassNotFound    = "notfound"
 	ClassOther       = "-"

@@ -80,7 +80,12 @@ func Start(spec *Spec) (*Process, error) {
 		specR.Close()
 		return nil, fmt.Errorf("creating the status pipe: %w", err)
 	}
-	defer statR.Close()
+	statOpen := true
+	defer func() {
+		if statOpen {
+			statR.Close()
+		}
+	}()
 	p := &Process{done: make(chan struct{})}
 	st := make(chan started, 1)
 	go p.own(spec, append(files, specR, statW), st)
@@ -95,12 +100,31 @@ func Start(spec *Spec) (*Process, error) {
 		return nil, fmt.Errorf("starting the pod's init: %w", s.err)
 	}
 	p.proc, p.Pid = s.proc, s.proc.Pid
-	if err := p.handshake(spec, data, specW, statR); err != nil {
+	status := bufio.NewReader(statR)
+	if err := p.handshake(spec, data, specW, status); err != nil {
 		_ = p.proc.Kill()
 		<-p.done
 		return nil, err
 	}
+	if spec.OnExit != nil {
+		statOpen = false
+		go watchExit(statR, status, spec.OnExit)
+	}
 	return p, nil
+}
+
+// watchExit passes the exit line the init sends when the command ends to
+// onExit; the pipe closes when the init is gone.
+func watchExit(statR *os.File, status *bufio.Reader, onExit func(int)) {
+	defer statR.Close()
+	line, err := status.ReadString('\n')
+	if err != nil {
+		return
+	}
+	word, num, ok := strings.Cut(strings.TrimSuffix(line, "\n"), " ")
+	if code, err := strconv.Atoi(num); ok && word == StatusExit && err == nil {
+		onExit(code)
+	}
 }
 
 // own starts the init from a locked OS thread and waits for it there:
@@ -148,7 +172,7 @@ func exitCode(ps *os.ProcessState, err error) (int, error) {
 }
 
 // handshake sends the spec, runs OnStart, says go, and reads the status.
-func (p *Process) handshake(spec *Spec, data []byte, specW, statR *os.File) error {
+func (p *Process) handshake(spec *Spec, data []byte, specW *os.File, status *bufio.Reader) error {
 	if _, err := specW.Write(data); err != nil {
 		return p.initDied("sending the spec", err)
 	}
@@ -161,7 +185,7 @@ func (p *Process) handshake(spec *Spec, data []byte, specW, statR *os.File) erro
 		return p.initDied("starting the init", err)
 	}
 	specW.Close()
-	line, err := bufio.NewReader(statR).ReadString('\n')
+	line, err := status.ReadString('\n')
 	if err != nil {
 		return p.initDied("reading the init's status", err)
 	}

@@ -85,6 +85,8 @@ type runner struct {
 	// recorded is closed once run.start and the run state are written.
 	recorded chan struct{}
 	cleaned  sync.Once
+	exitMu   sync.Mutex
+	exited   chan struct{} // closed once run.exit and the run state are written
 }
 
 func (r *runner) downgraded(wall string) bool {
@@ -110,6 +112,10 @@ func (r *runner) run() (int, error) {
 	}
 	defer r.cleanUp()
 	r.spec.OnStart = r.onStart
+	r.spec.OnExit = func(code int) {
+		<-r.recorded
+		r.exitRecords(start, code, nil)
+	}
 	closeCtl, err := r.serveControl()
 	if err != nil {
 		return 125, err
@@ -192,35 +198,56 @@ func (r *runner) saveRunState(start time.Time) {
 }
 
 // finish records what happened after the pod stopped: the exit, the
-// conflict base of everything the pod copied, resource events. The three
-// records are independent files, each synced, so they are written at once
-// (their fsyncs share journal commits) while the walls are taken down.
+// conflict base of everything the pod copied, resource events. The
+// records are independent files, each synced, so they are written at
+// once (their fsyncs share journal commits) while the walls come down.
 func (r *runner) finish(start time.Time, code int, runErr error) {
 	<-r.recorded
-	p := r.o.Pod
-	roots := p.Roots()
+	exited := r.exitRecords(start, code, runErr)
+	roots := r.o.Pod.Roots()
+	var wg sync.WaitGroup
+	wg.Go(r.cleanUp)
+	wg.Go(func() {
+		if err := layer.RecordBase(roots, r.o.Pod.BasePath(), start); err != nil {
+			r.o.Warn("recording the conflict base: %v", err)
+		}
+	})
+	wg.Wait()
+	<-exited
+}
+
+// exitRecords writes run.exit and the run state in the background, once:
+// either when the init reports the command's exit (sandbox.Spec.OnExit,
+// while the pod is still being torn down) or from finish.
+func (r *runner) exitRecords(start time.Time, code int, runErr error) <-chan struct{} {
+	r.exitMu.Lock()
+	defer r.exitMu.Unlock()
+	if r.exited != nil {
+		return r.exited
+	}
+	done := make(chan struct{})
+	r.exited = done
 	details := map[string]any{"exit": code, "duration_ms": time.Since(start).Milliseconds()}
 	outcome := "ok"
 	if runErr != nil {
 		outcome = "error: " + runErr.Error()
 	}
-	var wg sync.WaitGroup
-	wg.Go(func() { r.o.Audit("run.exit", details, outcome) })
-	wg.Go(r.cleanUp)
-	wg.Go(func() {
-		if err := layer.RecordBase(roots, p.BasePath(), start); err != nil {
-			r.o.Warn("recording the conflict base: %v", err)
+	p := r.o.Pod
+	go func() {
+		defer close(done)
+		var wg sync.WaitGroup
+		wg.Go(func() { r.o.Audit("run.exit", details, outcome) })
+		defer wg.Wait()
+		unlock, err := p.Lock()
+		if err != nil {
+			return
 		}
-	})
-	defer wg.Wait()
-	unlock, err := p.Lock()
-	if err != nil {
-		return
-	}
-	defer unlock()
-	p.State.LastExit = &code
-	p.State.SupervisorPID = 0
-	_ = p.SaveState()
+		defer unlock()
+		p.State.LastExit = &code
+		p.State.SupervisorPID = 0
+		_ = p.SaveState()
+	}()
+	return done
 }
 
 // buildSpec turns the config into a sandbox spec, wall by wall.

@@ -58,8 +58,11 @@ func Main() {
 		report(status, err)
 	}
 	_, _ = io.WriteString(status, sandbox.StatusOK+"\n")
-	status.Close()
-	os.Exit(supervise(agent, sigs))
+	code := supervise(agent, sigs)
+	// Said before exiting: the supervisor writes its records while the
+	// kernel takes the pod's mounts down.
+	_, _ = io.WriteString(status, sandbox.StatusExit+" "+strconv.Itoa(code)+"\n")
+	os.Exit(code)
 }
 
 // readSpec reads the spec and then blocks for the go byte; EOF at any
