@@ -18,6 +18,8 @@
 package cgroup
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
@@ -92,6 +94,22 @@ func checkName(name string) error {
 		return errdefs.Invalid("cgroup name %q: use letters, digits, '.', '_' and '-' only", name)
 	}
 	return nil
+}
+
+// GroupName is the name of a pod's group: the pod's name and a short hash
+// of its state directory. Group directories are global to the host while
+// pod names are unique only within one $AIRLOCK_HOME; without the hash two
+// pods of the same name under different homes would share a group, and
+// one's `kill`, `limit` or clean-up would reach the other's processes.
+func GroupName(pod, podDir string) string {
+	if abs, err := filepath.Abs(podDir); err == nil {
+		podDir = abs
+	}
+	sum := sha256.Sum256([]byte(podDir))
+	if len(pod) > 100 {
+		pod = pod[:100]
+	}
+	return pod + "-" + hex.EncodeToString(sum[:4])
 }
 
 // New creates the pod's group (or reuses an existing one) in the layout

@@ -93,3 +93,21 @@ func TestParsers(t *testing.T) {
 		}
 	}
 }
+
+// TestGroupName: the same pod name under two state directories gets two
+// groups; the name stays a valid single path element.
+func TestGroupName(t *testing.T) {
+	a, b := GroupName("p", "/var/lib/airlock/pods/p"), GroupName("p", "/tmp/home2/pods/p")
+	if a == b {
+		t.Fatalf("pods p of two homes share cgroup %s", a)
+	}
+	if a != GroupName("p", "/var/lib/airlock/pods/p/") {
+		t.Errorf("GroupName depends on a trailing slash")
+	}
+	long := strings.Repeat("x", 128)
+	for _, n := range []string{a, b, GroupName(long, "/d")} {
+		if err := checkName(n); err != nil {
+			t.Errorf("GroupName gave an invalid name %q: %v", n, err)
+		}
+	}
+}

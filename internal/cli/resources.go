@@ -35,7 +35,7 @@ func runningGroup(name string) (*pod.Pod, cgroup.Group, error) {
 	if _, running := p.Running(); !running {
 		return p, nil, errdefs.NotFound("pod %s is not running", p.Name)
 	}
-	g, err := cgroup.Load(p.Name)
+	g, err := cgroup.Load(cgroup.GroupName(p.Name, p.Dir))
 	if err != nil {
 		return p, nil, fmt.Errorf("pod %s has no cgroup (was the cgroups wall downgraded?): %w", p.Name, err)
 	}
@@ -77,7 +77,7 @@ func newLimitCmd() *cobra.Command {
 			}
 			live := "kept for the next run"
 			if _, running := p.Running(); running {
-				g, err := cgroup.Load(p.Name)
+				g, err := cgroup.Load(cgroup.GroupName(p.Name, p.Dir))
 				if err != nil {
 					return err
 				}

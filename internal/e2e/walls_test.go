@@ -865,22 +865,23 @@ func TestWallCgroupsFailClosed(t *testing.T) {
 	if err := json.Unmarshal([]byte(e.must("status", "p", "--json").stdout), &st); err != nil {
 		t.Fatal(err)
 	}
-	if !strings.HasPrefix(st.Walls["cgroups"], "downgraded") || !strings.HasPrefix(st.Walls["disk-quota"], "NOT ENFORCED") {
-		t.Errorf("status walls: %v, want cgroups downgraded and disk-quota NOT ENFORCED", st.Walls)
+	if !strings.HasPrefix(st.Walls["cgroups"], "downgraded") {
+		t.Errorf("status walls: %v, want cgroups downgraded", st.Walls)
 	}
 }
 
-// resources.disk is not enforced yet (status says so); until it is, the
-// disk guard keeps a pod from filling the host's disk: when the file
-// system under the layer runs low, the pod is frozen and the event
-// audited. A 32 MiB tmpfs state directory stands in for the host's disk.
+// The disk guard keeps an uncapped layer (resources.disk 0) from filling
+// the host's disk: when the file system under the pod runs low, the pod
+// is frozen and the event audited. A 32 MiB tmpfs state directory stands
+// in for the host's disk.
 func TestWallDiskGuard(t *testing.T) {
 	e := newEnv(t)
 	if err := syscall.Mount("tmpfs", e.home, "tmpfs", 0, "size=32m"); err != nil {
 		t.Fatalf("mounting a small state directory: %v", err)
 	}
 	t.Cleanup(func() { _ = syscall.Unmount(e.home, syscall.MNT_DETACH) })
-	e.must("init", "p")
+	e.write("nocap.yaml", "version: 1\nresources:\n  disk:\n    bytes: 0\n    inodes: 0\n")
+	e.must("init", "p", "--config", filepath.Join(e.ws, "nocap.yaml"))
 	r := e.background("run", "p", "--", "sh", "-c", "dd if=/dev/zero of=fill bs=1M count=64 2>&1; echo dd-done; exec sleep 30")
 	waitFor(t, func() bool { return indexOf(auditActions(e, "p"), "disk-guard") >= 0 })
 	if s := e.stats("p"); !s.Frozen {

@@ -69,7 +69,7 @@ func (r *runner) buildCgroup(*sandbox.ViewConfig) error {
 		ReadBPS:  int64(res.IO.ReadBPS),
 		WriteBPS: int64(res.IO.WriteBPS),
 	}
-	g, err := cgroup.New(r.o.Pod.Name, lim)
+	g, err := cgroup.New(cgroup.GroupName(r.o.Pod.Name, r.o.Pod.Dir), lim)
 	if err != nil {
 		return r.wallFailed(WallCgroups, err)
 	}
@@ -78,9 +78,10 @@ func (r *runner) buildCgroup(*sandbox.ViewConfig) error {
 	// onStart moves the init into r.group, beside the other hooks; this
 	// one only starts the watch on the group's event counters.
 	ev := &resourceEvents{audit: r.o.Audit, stats: g.Stats}
-	if res.Disk.Bytes > 0 || res.Disk.Inodes > 0 {
-		ev.guard = &diskGuard{dir: filepath.Join(r.o.Pod.Dir, "upper"), freeze: g.Freeze, warn: r.o.Warn, pod: r.o.Pod.Name}
-	}
+	// The pod's directory is on the host file system that holds its layer
+	// (or the image file of a capped layer, which may be sparse): that is
+	// the disk to protect, whatever the cap.
+	ev.guard = &diskGuard{dir: r.o.Pod.Dir, freeze: g.Freeze, warn: r.o.Warn, pod: r.o.Pod.Name}
 	stop, done := make(chan struct{}), make(chan struct{})
 	var started atomic.Bool
 	r.hooks = append(r.hooks, func(int) error {
@@ -115,12 +116,12 @@ type resourceEvents struct {
 	guard             *diskGuard
 }
 
-// diskGuard is the host's protection while resources.disk is not
-// enforced (see diskQuotaStatus): when the file system holding the
-// layer runs low on free space or inodes, the pod is frozen and the event
-// audited, so the agent cannot fill the host's disk. It polls, so a fast
-// writer can use part of the reserve before it is stopped; the agent sees
-// ENOSPC only when the host's file system itself is full.
+// diskGuard protects the host's disk whether or not the layer is capped
+// (an uncapped layer, or a capped one whose sparse image the host cannot
+// back in full): when the file system holding the pod's directory runs low
+// on free space or inodes, the pod is frozen and the event audited. It
+// polls, so a fast writer can use part of the reserve before it is
+// stopped.
 type diskGuard struct {
 	dir    string
 	pod    string
