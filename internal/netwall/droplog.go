@@ -63,27 +63,27 @@ type dropLog struct {
 	done   chan struct{}   // closed by close: summarize flushes and returns
 }
 
-// startDropLog opens the NFLOG socket inside the pod's namespace (on the
-// wall's thread there) and starts reading it.
-func (w *Wall) startDropLog() error {
-	var fd int
-	err := w.thread.run(func() (err error) {
-		fd, err = unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, unix.NETLINK_NETFILTER)
-		return os.NewSyscallError("socket NETLINK_NETFILTER", err)
-	})
+// openDropLog opens and binds the NFLOG socket. It runs on the wall's
+// thread inside the pod's namespace: the group is the pod's.
+func openDropLog() (int, error) {
+	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, unix.NETLINK_NETFILTER)
 	if err != nil {
-		return fmt.Errorf("opening the drop log: %w", err)
+		return -1, fmt.Errorf("opening the drop log: %w", os.NewSyscallError("socket NETLINK_NETFILTER", err))
 	}
 	if err := bindDropGroup(fd); err != nil {
 		unix.Close(fd)
-		return fmt.Errorf("binding the drop log to NFLOG group %d (is nfnetlink_log in the kernel?): %w", dropGroup, err)
+		return -1, fmt.Errorf("binding the drop log to NFLOG group %d (is nfnetlink_log in the kernel?): %w", dropGroup, err)
 	}
+	return fd, nil
+}
+
+// startDropLog starts reading the NFLOG socket fd.
+func (w *Wall) startDropLog(fd int) {
 	d := &dropLog{f: os.NewFile(uintptr(fd), "nflog"), report: w.report, counts: map[dropKey]int{},
 		read1: make(chan struct{}), done: make(chan struct{})}
 	w.drops = d
 	w.goServe(d.read)
 	w.goServe(d.summarize)
-	return nil
 }
 
 // bindDropGroup binds fd to the group and asks for the packets' first

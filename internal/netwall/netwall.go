@@ -84,17 +84,31 @@ func Setup(pid int, p Policy, audit func(Event)) (*Wall, error) {
 	w.pol.Store(&q)
 	w.res = newResolver(w)
 	w.dialer.Timeout = dialTimeout
-	if err := configureLinks(nsFD, q.Mode == ModeFiltered); err != nil {
-		return nil, err
+	// The rules (nftables) and the links (rtnetlink) are independent: they
+	// are written at the same time. Both are in place before Setup returns,
+	// so before the agent starts.
+	filtered := q.Mode == ModeFiltered
+	rules := make(chan error, 1)
+	if filtered {
+		go func() { rules <- installRules(nsFD) }()
+	} else {
+		rules <- nil
 	}
-	if w.thread, err = startNSThread(nsFD); err != nil {
-		return nil, err
+	err = configureLinks(nsFD, filtered)
+	if err == nil {
+		w.thread, err = startNSThread(nsFD)
 	}
-	if q.Mode == ModeFiltered {
-		if err := w.startFiltered(nsFD); err != nil {
+	if rerr := <-rules; err == nil {
+		err = rerr
+	}
+	if err == nil && filtered {
+		err = w.startFiltered()
+	}
+	if err != nil {
+		if w.thread != nil {
 			w.Close()
-			return nil, err
 		}
+		return nil, err
 	}
 	return w, nil
 }
@@ -124,88 +138,6 @@ func openPodNetns(pid int) (int, error) {
 		return -1, errdefs.Invalid("pid %d shares the supervisor's network namespace: start the pod with CLONE_NEWNET", pid)
 	}
 	return fd, nil
-}
-
-// startFiltered installs the rules and opens the services inside the pod.
-func (w *Wall) startFiltered(nsFD int) error {
-	if err := installRules(nsFD); err != nil {
-		return err
-	}
-	if err := w.startDropLog(); err != nil {
-		// The packets are dropped all the same; only their record is lost.
-		w.report(Event{Kind: "drop", Verdict: "error", Reason: "dropped packets are not audited: " + err.Error()})
-	}
-	type svc struct {
-		network, addr string
-		optional      bool // IPv6 loopback may be missing
-		serve         func(net.Listener)
-	}
-	tcp := []svc{
-		{"tcp4", "127.0.0.1:" + strconv.Itoa(proxyPort), false, w.serveExplicit},
-		{"tcp4", "127.0.0.1:" + strconv.Itoa(transparentPort), false, w.serveTransparent},
-		{"tcp6", "[::1]:" + strconv.Itoa(transparentPort), true, w.serveTransparent},
-	}
-	for _, s := range tcp {
-		l, err := w.listenInPod(s.network, s.addr)
-		if err != nil && s.optional {
-			continue
-		}
-		if err != nil {
-			return err
-		}
-		w.goServe(func() { s.serve(l) })
-	}
-	return w.startDNS()
-}
-
-// startDNS opens the resolver on 127.0.0.1:53 and [::1]:53, UDP and TCP.
-func (w *Wall) startDNS() error {
-	for _, host := range []string{"127.0.0.1", "::1"} {
-		addr := net.JoinHostPort(host, strconv.Itoa(dnsPort))
-		var pc net.PacketConn
-		var l net.Listener
-		err := w.thread.run(func() (err error) {
-			if pc, err = net.ListenPacket("udp", addr); err != nil {
-				return err
-			}
-			if l, err = net.Listen("tcp", addr); err != nil {
-				pc.Close()
-			}
-			return err
-		})
-		if err != nil && host == "::1" {
-			continue
-		}
-		if err != nil {
-			return fmt.Errorf("opening the pod resolver on %s: %w", addr, err)
-		}
-		for _, srv := range []*dns.Server{{PacketConn: pc, Handler: w.res}, {Listener: l, Handler: w.res}} {
-			started := make(chan struct{})
-			srv.NotifyStartedFunc = func() { close(started) }
-			w.mu.Lock()
-			w.dnsSrv = append(w.dnsSrv, srv)
-			w.mu.Unlock()
-			w.goServe(func() { _ = srv.ActivateAndServe() })
-			<-started // Shutdown before the server runs would leave it running
-		}
-	}
-	return nil
-}
-
-// listenInPod opens a listening socket that belongs to the pod's namespace.
-func (w *Wall) listenInPod(network, addr string) (net.Listener, error) {
-	var l net.Listener
-	err := w.thread.run(func() (err error) {
-		l, err = net.Listen(network, addr)
-		return err
-	})
-	if err != nil {
-		return nil, fmt.Errorf("listening on %s inside the pod: %w", addr, err)
-	}
-	w.mu.Lock()
-	w.listeners = append(w.listeners, l)
-	w.mu.Unlock()
-	return l, nil
 }
 
 // dialInPod connects to addr from a socket inside the pod's namespace.
