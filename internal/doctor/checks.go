@@ -3,6 +3,7 @@ package doctor
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"strconv"
 	"strings"
 	"syscall"
@@ -28,6 +29,7 @@ func Checks() []Check {
 		{Name: "landlock", Downgrade: "landlock", Check: checkLandlock},
 		{Name: "nf_tables", Downgrade: "network", Check: checkNftables},
 		{Name: "pty", Check: checkPty},
+		{Name: "disk cap (resources.disk)", Downgrade: "disk-quota", Check: checkDiskCap},
 	}
 }
 
@@ -289,3 +291,39 @@ func checkPty() Result {
 	f.Close()
 	return ok("/dev/ptmx opens")
 }
+
+// mkfsPaths are where distributions keep mke2fs, after PATH.
+var mkfsPaths = []string{"/usr/sbin/mkfs.ext4", "/sbin/mkfs.ext4", "/usr/sbin/mke2fs", "/sbin/mke2fs"}
+
+// checkDiskCap looks for what resources.disk's capped layer needs: an
+// ext4 image made by mkfs.ext4 and mounted through a loop device.
+func checkDiskCap() Result {
+	const fix = "install e2fsprogs (mkfs.ext4), load the loop and ext4 modules, or set resources.disk.bytes: 0 (no cap; the disk guard still freezes a pod when the host runs low) or run with --downgrade disk-quota"
+	if os.Geteuid() != 0 {
+		return warn(fix, "not root: layers are not capped in rootless mode yet")
+	}
+	mkfs, err := execLookPath("mkfs.ext4")
+	if err != nil {
+		for _, p := range mkfsPaths {
+			if _, serr := os.Stat(p); serr == nil {
+				mkfs, err = p, nil
+				break
+			}
+		}
+	}
+	if err != nil {
+		return missing(fix, "mkfs.ext4 not found")
+	}
+	if fs := readTrim("/proc/filesystems"); !strings.Contains(fs, "\text4") {
+		return missing(fix, "the kernel lists no ext4 file system")
+	}
+	f, err := os.OpenFile("/dev/loop-control", os.O_RDWR|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return missing(fix, "loop devices are unavailable (/dev/loop-control: %v)", err)
+	}
+	f.Close()
+	return ok("ext4 layer images work here (%s, /dev/loop-control)", mkfs)
+}
+
+// execLookPath is exec.LookPath, a seam for tests.
+var execLookPath = exec.LookPath

@@ -196,3 +196,23 @@ func TestMissingWallBlocks(t *testing.T) {
 		}
 	}
 }
+
+// TestDiskCapMissing: without mkfs.ext4 or ext4 the capped layer cannot be
+// made, which run refuses unless --downgrade disk-quota.
+func TestDiskCapMissing(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("the check only applies as root")
+	}
+	savedLook, savedPaths, savedFiles := execLookPath, mkfsPaths, hostFiles
+	t.Cleanup(func() { execLookPath, mkfsPaths, hostFiles = savedLook, savedPaths, savedFiles })
+	execLookPath = func(string) (string, error) { return "", os.ErrNotExist }
+	mkfsPaths = []string{"/nonexistent/mkfs.ext4"}
+	if r := checkDiskCap(); r.Status != Missing || !strings.Contains(r.Detail, "mkfs.ext4") || !strings.Contains(r.Fix, "--downgrade disk-quota") {
+		t.Errorf("without mkfs: %+v", r)
+	}
+	execLookPath = func(string) (string, error) { return "/sbin/mkfs.ext4", nil }
+	hostFiles = func(string) (string, error) { return "nodev\tproc\n\txfs\n", nil }
+	if r := checkDiskCap(); r.Status != Missing || !strings.Contains(r.Detail, "ext4") {
+		t.Errorf("without ext4: %+v", r)
+	}
+}

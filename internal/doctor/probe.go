@@ -166,9 +166,15 @@ func unprivilegedIDs() (int, int) {
 }
 
 // overlayDirs prepares lower/upper/work/merged in a temporary directory
-// on the file system of the state directory, owned by uid/gid.
+// on the file system of the state directory (of the temporary directory
+// when root probes for another user), owned by uid/gid.
 func overlayDirs(uid, gid int) (string, func(), error) {
 	base := existingParent(stateDir())
+	if os.Geteuid() == 0 && uid != 0 {
+		// Root probing for an ordinary user: the state directory is
+		// private (0700), which that user cannot even enter.
+		base = os.TempDir()
+	}
 	dir, err := os.MkdirTemp(base, ".airlock-doctor-")
 	if err != nil {
 		dir, err = os.MkdirTemp("", ".airlock-doctor-")
