@@ -48,13 +48,14 @@ func limitsOf(r config.Resources) cgroup.Limits {
 
 func newLimitCmd() *cobra.Command {
 	var f runFlags
+	var ioRead, ioWrite string
 	cmd := &cobra.Command{
-		Use:   "limit POD [--memory SIZE] [--cpus N] [--pids N]",
+		Use:   "limit POD [--memory SIZE] [--swap SIZE] [--cpus N] [--pids N] [--io-read-bps RATE] [--io-write-bps RATE]",
 		Short: "Change a pod's resource limits, live when it runs, and keep them in its config",
 		Args:  argsError(cobra.ExactArgs(1)),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if f.memory == "" && f.swap == "" && f.cpus == 0 && f.pids == 0 {
-				return usageError{fmt.Errorf("limit: give at least one of --memory, --swap, --cpus, --pids")}
+			if f.memory == "" && f.swap == "" && f.cpus == 0 && f.pids == 0 && ioRead == "" && ioWrite == "" {
+				return usageError{fmt.Errorf("limit: give at least one of --memory, --swap, --cpus, --pids, --io-read-bps, --io-write-bps")}
 			}
 			s, err := openStore()
 			if err != nil {
@@ -72,6 +73,9 @@ func newLimitCmd() *cobra.Command {
 			if err := applyRunFlags(p.Config, &f); err != nil {
 				return err
 			}
+			if err := applyIOFlags(&p.Config.Resources.IO, ioRead, ioWrite); err != nil {
+				return usageError{err}
+			}
 			if err := p.SaveConfig(); err != nil {
 				return err
 			}
@@ -87,7 +91,8 @@ func newLimitCmd() *cobra.Command {
 				live = "applied to the running pod"
 			}
 			r := p.Config.Resources
-			record(p, "limit", map[string]any{"memory": int64(r.Memory), "swap": int64(r.Swap), "cpus": r.CPUs, "pids": r.Pids, "live": live}, "ok")
+			record(p, "limit", map[string]any{"memory": int64(r.Memory), "swap": int64(r.Swap), "cpus": r.CPUs, "pids": r.Pids,
+				"io_read_bps": int64(r.IO.ReadBPS), "io_write_bps": int64(r.IO.WriteBPS), "live": live}, "ok")
 			fmt.Fprintf(cmd.OutOrStdout(), "limits of %s %s: memory %s, cpus %s, pids %s\n", p.Name, live, orUnlimited(r.Memory.String(), r.Memory == 0), orUnlimited(fmt.Sprint(r.CPUs), r.CPUs == 0), orUnlimited(fmt.Sprint(r.Pids), r.Pids == 0))
 			return nil
 		},
@@ -97,7 +102,30 @@ func newLimitCmd() *cobra.Command {
 	fl.StringVar(&f.swap, "swap", "", "swap limit")
 	fl.Float64Var(&f.cpus, "cpus", 0, "CPU limit, e.g. 1.5")
 	fl.Int64Var(&f.pids, "pids", 0, "process limit")
+	fl.StringVar(&ioRead, "io-read-bps", "", "read rate limit on the disk of the pod's layer, e.g. 50MiB (0 lifts it)")
+	fl.StringVar(&ioWrite, "io-write-bps", "", "write rate limit on the disk of the pod's layer, e.g. 20MiB (0 lifts it)")
 	return cmd
+}
+
+// applyIOFlags sets the I/O rates given; "" leaves a rate as it is.
+func applyIOFlags(io *config.IO, read, write string) error {
+	for _, x := range []struct {
+		flag, val string
+		dst       *config.ByteSize
+	}{{"--io-read-bps", read, &io.ReadBPS}, {"--io-write-bps", write, &io.WriteBPS}} {
+		if x.val == "" {
+			continue
+		}
+		b, err := config.ParseByteSize(x.val)
+		if err != nil {
+			return fmt.Errorf("%s: %w", x.flag, err)
+		}
+		if b < 0 {
+			return fmt.Errorf("%s must not be negative", x.flag)
+		}
+		*x.dst = b
+	}
+	return nil
 }
 
 func orUnlimited(s string, unlimited bool) string {

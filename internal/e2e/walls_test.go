@@ -28,6 +28,7 @@ import (
 
 	"github.com/creack/pty"
 
+	"github.com/airlock-dev/airlock/internal/cgroup"
 	"github.com/airlock-dev/airlock/internal/testutil"
 )
 
@@ -683,6 +684,16 @@ func TestWallLiveLimitsAndSignal(t *testing.T) {
 	}
 	if txt := e.must("stats", "p").stdout; !strings.Contains(txt, "limit 0.25 CPUs") || !strings.Contains(txt, "of 50") {
 		t.Errorf("stats text does not show the live limits:\n%s", txt)
+	}
+	// I/O throttling is offered here (v1 blkio on the state directory's disk).
+	e.must("limit", "p", "--io-write-bps", "1MiB")
+	group := cgroup.GroupName("p", filepath.Join(e.home, "pods", "p"))
+	file, want := filepath.Join("/sys/fs/cgroup/blkio/airlock", group, "blkio.throttle.write_bps_device"), " 1048576"
+	if _, err := os.Stat(filepath.Dir(file)); err != nil { // pure cgroup v2
+		file, want = filepath.Join("/sys/fs/cgroup/airlock", group, "io.max"), "wbps=1048576"
+	}
+	if b, err := os.ReadFile(file); err != nil || !strings.Contains(string(b), want) {
+		t.Errorf("after limit --io-write-bps 1MiB, %s reads %q (%v)", file, b, err)
 	}
 	e.must("kill", "p", "--signal", "TERM")
 	if code := r.exitCode(t); code != 7 {
