@@ -6,6 +6,8 @@
 //	pods/<name>/lock           flock for every read-modify-write of pod state
 //	pods/<name>/upper/<root>   overlay upper of each copy-on-write root
 //	pods/<name>/work/<root>    overlay work dir of each root
+//	pods/<name>/layer.img      with resources.disk: the ext4 image holding
+//	                           upper/ and work/, mounted on layer/ while used
 //	pods/<name>/rootfs/ journal/ snapshots/ vault/ run/
 //	pods/<name>/run/running    held locked by the supervisor for the whole run
 //	pods/<name>/audit.jsonl    audit trail (written by package audit)
@@ -50,6 +52,9 @@ type State struct {
 	SupervisorPID int               `json:"supervisor_pid,omitempty"`
 	Downgrades    []string          `json:"downgrades,omitempty"` // walls the last run went without
 	Walls         map[string]string `json:"walls,omitempty"`      // wall -> status of the last run
+	// Layer is where the overlay upper and work directories live:
+	// LayerDir or LayerExt4 (disk.go), fixed when the pod is created.
+	Layer string `json:"layer,omitempty"`
 }
 
 // Pod is one pod as loaded from disk.
@@ -158,4 +163,4 @@ func (p *Pod) lockPath() string      { return filepath.Join(p.Dir, "lock") }
 func (p *Pod) runLockPath() string   { return filepath.Join(p.RunDir(), "running") }
 
 // dirs are created (0700) with every pod.
-var podDirs = []string{"upper", "work", "rootfs", "journal", "snapshots", "run", "vault"}
+var podDirs = []string{"upper", "work", "layer", "rootfs", "journal", "snapshots", "run", "vault"}

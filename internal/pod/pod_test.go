@@ -128,6 +128,7 @@ func TestCreateGetList(t *testing.T) {
 	s, ws := newStore(t)
 	cfg := config.Default()
 	cfg.Resources.Memory = 2 * config.GiB
+	cfg.Resources.Disk = config.Disk{} // the directory layer; disk_test.go has the capped one
 	p, err := s.Create("dev", ws, cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -447,7 +448,7 @@ func TestDestroyForceKillsSupervisor(t *testing.T) {
 // files. Destroy must remove the links, never what they point at.
 func TestDestroyDoesNotFollowLinks(t *testing.T) {
 	s, ws := newStore(t)
-	p, _ := s.Create("d", ws, nil)
+	p, _ := s.Create("d", ws, dirLayer())
 	host := t.TempDir()
 	hostDir := filepath.Join(host, "precious")
 	os.Mkdir(hostDir, 0o755)

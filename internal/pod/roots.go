@@ -16,30 +16,42 @@ import (
 //
 // Extra roots live in upper/cow-<hash of the host path> so that editing
 // the cow list never attributes one directory's changes to another.
+//
+// For a disk-capped pod, Roots opens the layer for this process (see
+// OpenLayer) on the way; a failure shows when the layer is used, and
+// PrepareRoots and OpenLayer report it.
 func (p *Pod) Roots() []layer.Root {
+	_ = p.OpenLayer()
+	return p.roots()
+}
+
+func (p *Pod) roots() []layer.Root { return p.rootsAt(p.layerBase()) }
+
+// rootsAt lists the roots with their layer under base.
+func (p *Pod) rootsAt(base string) []layer.Root {
 	ws := p.State.Workspace
-	roots := []layer.Root{p.root("workspace", ws, "workspace")}
+	roots := []layer.Root{p.root(base, "workspace", ws, "workspace")}
 	for _, c := range p.Config.Filesystem.Cow {
 		host := p.expandHome(c)
 		if host == "" || covered(roots, host) {
 			continue
 		}
 		if c == "~" || host == p.State.Home {
-			roots = append(roots, p.root("home", host, "home"))
+			roots = append(roots, p.root(base, "home", host, "home"))
 			continue
 		}
 		sum := sha256.Sum256([]byte(host))
-		roots = append(roots, p.root(host, host, "cow-"+hex.EncodeToString(sum[:6])))
+		roots = append(roots, p.root(base, host, host, "cow-"+hex.EncodeToString(sum[:6])))
 	}
 	return roots
 }
 
-func (p *Pod) root(name, host, dir string) layer.Root {
+func (p *Pod) root(base, name, host, dir string) layer.Root {
 	return layer.Root{
 		Name:  name,
 		Host:  host,
-		Upper: filepath.Join(p.Dir, "upper", dir),
-		Work:  filepath.Join(p.Dir, "work", dir),
+		Upper: filepath.Join(base, "upper", dir),
+		Work:  filepath.Join(base, "work", dir),
 	}
 }
 

@@ -69,8 +69,13 @@ func (p *Pod) build() error {
 			return fmt.Errorf("creating pod %s: %w", p.Name, err)
 		}
 	}
-	if err := p.PrepareRoots(); err != nil {
+	if err := p.chooseLayer(); err != nil {
 		return err
+	}
+	if p.State.Layer == LayerDir { // an image is made and mounted on first use
+		if err := p.PrepareRoots(); err != nil {
+			return err
+		}
 	}
 	if err := p.SaveConfig(); err != nil {
 		return err
@@ -85,7 +90,10 @@ func (p *Pod) build() error {
 // would otherwise appear inside the pod as root's, mode 0700. Run calls it
 // before every start, so host-side changes to them carry over.
 func (p *Pod) PrepareRoots() error {
-	for _, r := range p.Roots() {
+	if err := p.OpenLayer(); err != nil {
+		return err
+	}
+	for _, r := range p.roots() {
 		for _, d := range []string{r.Upper, r.Work} {
 			if err := os.Mkdir(d, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
 				return fmt.Errorf("creating %s of pod %s: %w", d, p.Name, err)

@@ -69,6 +69,15 @@ func Run(o Options) (int, error) {
 	if o.Warn == nil {
 		r.o.Warn = func(string, ...any) {}
 	}
+	// Once the init exists (with its own copy of the mounts), the layer
+	// of a disk-capped pod leaves the host's mount tree: it then lives
+	// exactly as long as the pod and this process (pod/disk.go).
+	r.hooks = append(r.hooks, func(int) error {
+		if err := p.DetachLayer(); err != nil {
+			r.o.Warn("%v (the layer stays mounted on the host until the run ends)", err)
+		}
+		return nil
+	})
 	return r.run()
 }
 

@@ -201,15 +201,20 @@ func (e *resourceEvents) check() {
 // WallDiskQuota is the layer's size cap (resources.disk).
 const WallDiskQuota = "disk-quota"
 
-// diskQuotaStatus says in status (and in run.start's audited walls) that
-// resources.disk is not enforced yet, rather than letting the default
-// 10GiB/1M-inode cap look like a wall that is up.
+// diskQuotaStatus says in status (and in run.start's audited walls)
+// whether the layer is capped: a pod created with resources.disk keeps its
+// layer in an ext4 image of that size (pod/disk.go); one created without,
+// or downgraded, is only guarded by freezing when the host runs low.
 func (r *runner) diskQuotaStatus(d config.Disk) {
-	if d.Bytes <= 0 && d.Inodes <= 0 {
-		r.walls[WallDiskQuota] = "off (resources.disk: 0)"
+	if c := r.o.Pod.DiskCap(); c != "" {
+		r.walls[WallDiskQuota] = fmt.Sprintf("up (%s / %d inodes: %s)", d.Bytes, d.Inodes, c)
 		return
 	}
-	r.walls[WallDiskQuota] = fmt.Sprintf("NOT ENFORCED (resources.disk %s / %d inodes is not implemented yet); guard: the pod is frozen when the file system holding its layer runs low", d.Bytes, d.Inodes)
+	if d.Bytes <= 0 && d.Inodes <= 0 {
+		r.walls[WallDiskQuota] = "off (resources.disk: 0); guard: the pod is frozen when the file system holding its layer runs low"
+		return
+	}
+	r.walls[WallDiskQuota] = fmt.Sprintf("NOT ENFORCED (resources.disk %s / %d inodes set, but the pod was created without a capped layer: downgraded, or made before the cap existed; recreate it to cap); guard: the pod is frozen when the file system holding its layer runs low", d.Bytes, d.Inodes)
 }
 
 func (r *runner) buildNetwork(v *sandbox.ViewConfig) error {

@@ -1,0 +1,637 @@
+package pod
+
+// The disk wall: a pod with resources.disk set keeps its layer (the
+// overlay upper and work directories of every root) in a file system of
+// its own, an ext4 image pods/<name>/layer.img of exactly the configured
+// size and inode count. When the agent fills it, the kernel answers
+// ENOSPC inside the pod; the host's disk only ever holds the image, which
+// is sparse and can never grow past the cap.
+//
+// The image is mounted on pods/<name>/layer only while an airlock process
+// needs the layer (a run, a diff, a commit...), never for longer:
+//
+//   - OpenLayer attaches the image to a free loop device with
+//     LO_FLAGS_AUTOCLEAR and mounts it; the loop device detaches by itself
+//     when the file system is unmounted, so nothing outlives the layer's
+//     last user.
+//   - Every process using the layer holds a shared flock on layer.users
+//     for as long as it does; ReleaseLayers (at process exit) unmounts
+//     only when it can take that lock exclusively, i.e. nobody else uses
+//     the layer. layer.lock serialises mounting and unmounting.
+//   - A process killed while holding the layer leaves the mount behind;
+//     the next user finds it mounted and adopts it, and its release
+//     unmounts it.
+//   - The image is never mounted twice: before attaching, OpenLayer checks
+//     that no loop device still holds it (a pod whose mount namespace is
+//     still being torn down keeps the old superblock alive) and waits for
+//     it to go.
+//
+// The pod never sees any of this: AIRLOCK_HOME is hidden in its view and
+// its /dev holds no loop device.
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/airlock-dev/airlock/internal/errdefs"
+	"golang.org/x/sys/unix"
+)
+
+// Layer kinds recorded in State.Layer.
+const (
+	LayerDir  = ""     // upper and work directories straight in the pod directory (no disk cap)
+	LayerExt4 = "ext4" // the layer lives in layer.img, an ext4 file system of the capped size
+)
+
+func (p *Pod) imagePath() string     { return filepath.Join(p.Dir, "layer.img") }
+func (p *Pod) layerMount() string    { return filepath.Join(p.Dir, "layer") }
+func (p *Pod) layerLockPath() string { return filepath.Join(p.Dir, "layer.lock") }
+func (p *Pod) layerUsersPath() string {
+	return filepath.Join(p.Dir, "layer.users")
+}
+
+// layerBase is the directory that holds upper/ and work/ as this process
+// reaches it.
+func (p *Pod) layerBase() string {
+	if p.State.Layer != LayerExt4 {
+		return p.Dir
+	}
+	layerUsers.Lock()
+	defer layerUsers.Unlock()
+	if h := layerUsers.m[p.Dir]; h != nil {
+		return h.base
+	}
+	return p.layerMount()
+}
+
+// heldLayer is a layer this process uses.
+type heldLayer struct {
+	users *os.File // layer.users, flocked shared
+	mfd   int      // a detached clone of the layer's mount (DetachLayer), or -1
+	base  string   // where this process reaches upper/ and work/
+}
+
+// layerUsers are the layers this process holds open, by pod directory.
+var layerUsers = struct {
+	sync.Mutex
+	m map[string]*heldLayer
+}{m: map[string]*heldLayer{}}
+
+// OpenLayer makes the pod's layer reachable for this process until
+// ReleaseLayers: for a disk-capped pod it mounts the image (creating it
+// on first use), adopts a mount another process left, or, while the pod
+// runs, reaches the running supervisor's copy. Calling it again is cheap.
+func (p *Pod) OpenLayer() error {
+	if p.State.Layer != LayerExt4 {
+		return nil
+	}
+	layerUsers.Lock()
+	defer layerUsers.Unlock()
+	if _, ok := layerUsers.m[p.Dir]; ok {
+		return nil
+	}
+	h, err := p.holdLayer()
+	if err != nil {
+		return fmt.Errorf("opening the layer of pod %s: %w", p.Name, err)
+	}
+	layerUsers.m[p.Dir] = h
+	return nil
+}
+
+// holdLayer finds or mounts the layer and takes the users lock.
+func (p *Pod) holdLayer() (*heldLayer, error) {
+	unlock, err := lockFile(p.layerLockPath(), unix.LOCK_EX)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	h := &heldLayer{mfd: -1, base: p.layerMount()}
+	mounted, err := isMountPoint(p.layerMount())
+	if err != nil {
+		return nil, err
+	}
+	if !mounted {
+		if remote := p.supervisorLayer(); remote != "" {
+			h.base = remote
+		} else if err := p.mountFresh(); err != nil {
+			return nil, err
+		}
+	}
+	if h.users, err = os.OpenFile(p.layerUsersPath(), os.O_RDWR|os.O_CREATE|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600); err != nil {
+		return nil, err
+	}
+	if err := flock(h.users, unix.LOCK_SH); err != nil {
+		h.users.Close()
+		return nil, os.NewSyscallError("flock", err)
+	}
+	if err := p.mkLayerDirs(h.base); err != nil {
+		h.users.Close()
+		return nil, err
+	}
+	return h, nil
+}
+
+// mountFresh mounts the image on layer/, making it first if need be.
+func (p *Pod) mountFresh() error {
+	if err := p.ensureImage(); err != nil {
+		return err
+	}
+	if err := waitUnattached(p.imagePath(), 5*time.Second); err != nil {
+		return err
+	}
+	return mountImage(p.imagePath(), p.layerMount())
+}
+
+// DetachLayer turns this process's hold on the layer into a detached
+// clone of its mount, reached through /proc/self/fd, and takes the mount
+// off the host's tree. The supervisor calls it once the pod's init
+// exists (its mount namespace has its own copy): from then on the layer
+// lives exactly as long as the pod and the supervisor, and a SIGKILL of
+// either leaves no mount behind. Other commands reach it meanwhile
+// through run/layer.fd.
+func (p *Pod) DetachLayer() error {
+	if p.State.Layer != LayerExt4 {
+		return nil
+	}
+	layerUsers.Lock()
+	defer layerUsers.Unlock()
+	h := layerUsers.m[p.Dir]
+	if h == nil || h.mfd >= 0 {
+		return nil
+	}
+	unlock, err := lockFile(p.layerLockPath(), unix.LOCK_EX)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	if mounted, _ := isMountPoint(p.layerMount()); !mounted {
+		return nil // reached through another supervisor: nothing to detach
+	}
+	fd, err := unix.OpenTree(unix.AT_FDCWD, p.layerMount(), unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC)
+	if err != nil {
+		return fmt.Errorf("detaching the layer of pod %s: %w", p.Name, os.NewSyscallError("open_tree", err))
+	}
+	h.mfd, h.base = fd, "/proc/self/fd/"+strconv.Itoa(fd)
+	if err := writeAtomic(p.layerFDPath(), fmt.Appendf(nil, "%d %d\n", os.Getpid(), fd)); err != nil {
+		return err
+	}
+	// EBUSY (a concurrent diff sits in it) leaves the host's copy for the
+	// last user to unmount.
+	_ = unix.Unmount(p.layerMount(), 0)
+	return nil
+}
+
+func (p *Pod) layerFDPath() string { return filepath.Join(p.RunDir(), "layer.fd") }
+
+// supervisorLayer returns the running supervisor's detached layer as a
+// path into its fd table, or "" when there is none (run/layer.fd stale:
+// its process gone, or the fd no longer the layer).
+func (p *Pod) supervisorLayer() string {
+	b, err := os.ReadFile(p.layerFDPath())
+	if err != nil {
+		return ""
+	}
+	var pid, fd int
+	if _, err := fmt.Sscanf(string(b), "%d %d", &pid, &fd); err != nil || pid <= 0 || fd < 0 {
+		return ""
+	}
+	if sup, running := p.Running(); !running || sup != pid {
+		return ""
+	}
+	path := fmt.Sprintf("/proc/%d/fd/%d", pid, fd)
+	var st unix.Stat_t
+	if unix.Stat(path, &st) != nil {
+		return ""
+	}
+	dev := loopHolding(p.imagePath())
+	if dev == "" || devName(st.Dev) != dev {
+		return ""
+	}
+	return path
+}
+
+// devName is the loop device name ("loop3") of a loop device number.
+func devName(dev uint64) string {
+	const loopMajor = 7
+	if unix.Major(dev) != loopMajor {
+		return ""
+	}
+	return "loop" + strconv.Itoa(int(unix.Minor(dev)))
+}
+
+// mkLayerDirs makes upper/ and work/ in the mounted image and the
+// directories of every root, so a pod that never ran has an empty layer.
+func (p *Pod) mkLayerDirs(base string) error {
+	dirs := []string{filepath.Join(base, "upper"), filepath.Join(base, "work")}
+	for _, r := range p.rootsAt(base) {
+		dirs = append(dirs, r.Upper, r.Work)
+	}
+	for _, d := range dirs {
+		if err := os.Mkdir(d, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
+			return err
+		}
+	}
+	return nil
+}
+
+// ReleaseLayers gives up every layer this process opened, unmounting those
+// nobody else uses. The CLI calls it once, on the way out.
+func ReleaseLayers() {
+	layerUsers.Lock()
+	defer layerUsers.Unlock()
+	for dir, h := range layerUsers.m {
+		releaseLayer(&Pod{Dir: dir, State: State{Layer: LayerExt4}}, h)
+		delete(layerUsers.m, dir)
+	}
+}
+
+func releaseLayer(p *Pod, h *heldLayer) {
+	if h.mfd >= 0 {
+		os.Remove(p.layerFDPath())
+		unix.Close(h.mfd)
+	}
+	unlock, err := lockFile(p.layerLockPath(), unix.LOCK_EX)
+	if err != nil {
+		h.users.Close() // the pod was destroyed meanwhile
+		return
+	}
+	defer unlock()
+	h.users.Close()
+	unmountIfUnused(p)
+}
+
+// unmountIfUnused unmounts the layer when no process holds layer.users.
+// Callers hold layer.lock.
+func unmountIfUnused(p *Pod) {
+	f, err := os.OpenFile(p.layerUsersPath(), os.O_RDWR|os.O_CREATE|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	if flock(f, unix.LOCK_EX|unix.LOCK_NB) != nil {
+		return // another process still uses the layer; the last one unmounts
+	}
+	if mounted, _ := isMountPoint(p.layerMount()); mounted {
+		// EBUSY (a host process sits inside) leaves it mounted for the
+		// next user to adopt: a lazy detach could let a second mount of
+		// the same image overlap the first.
+		_ = unix.Unmount(p.layerMount(), 0)
+	}
+}
+
+// dropStaleLayer unmounts a layer left mounted by a killed command, so
+// that Destroy can delete the pod. Callers hold the pod lock and have
+// checked that the pod does not run.
+func (p *Pod) dropStaleLayer() {
+	if mounted, _ := isMountPoint(p.layerMount()); !mounted {
+		return
+	}
+	unlock, err := lockFile(p.layerLockPath(), unix.LOCK_EX)
+	if err != nil {
+		return
+	}
+	defer unlock()
+	unmountIfUnused(p)
+}
+
+// lockFile flocks path (created 0600) and returns the unlock.
+func lockFile(path string, how int) (func(), error) {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	if err := flock(f, how); err != nil {
+		f.Close()
+		return nil, os.NewSyscallError("flock", err)
+	}
+	return func() { f.Close() }, nil
+}
+
+// isMountPoint reports whether dir is on another device than its parent.
+func isMountPoint(dir string) (bool, error) {
+	var st, pst unix.Stat_t
+	if err := unix.Lstat(dir, &st); err != nil {
+		return false, &os.PathError{Op: "lstat", Path: dir, Err: err}
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFDIR {
+		return false, fmt.Errorf("%s is not a directory; the pod's directory is damaged", dir)
+	}
+	if err := unix.Lstat(filepath.Dir(dir), &pst); err != nil {
+		return false, &os.PathError{Op: "lstat", Path: filepath.Dir(dir), Err: err}
+	}
+	return st.Dev != pst.Dev, nil
+}
+
+// ensureImage creates layer.img from the store's template for the pod's
+// cap, the first time the layer is used.
+func (p *Pod) ensureImage() error {
+	img := p.imagePath()
+	if _, err := os.Lstat(img); err == nil {
+		return nil
+	}
+	d := p.Config.Resources.Disk
+	tmpl, err := layerTemplate(filepath.Dir(filepath.Dir(p.Dir)), int64(d.Bytes), d.Inodes)
+	if err != nil {
+		return err
+	}
+	tmp := img + ".tmp"
+	if err := copySparse(tmpl, tmp); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("creating the layer image: %w", err)
+	}
+	return os.Rename(tmp, img)
+}
+
+// layerTemplate returns a freshly made, never mounted ext4 image of the
+// given size and inode count in $AIRLOCK_HOME/cache, making it once.
+// Pods copy it (sparsely, a few MiB) instead of running mkfs each time.
+func layerTemplate(home string, size, inodes int64) (string, error) {
+	dir := filepath.Join(home, "cache")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", err
+	}
+	path := filepath.Join(dir, fmt.Sprintf("layer-ext4-%d-%d.img", size, inodes))
+	if _, err := os.Lstat(path); err == nil {
+		return path, nil
+	}
+	unlock, err := lockFile(path+".lock", unix.LOCK_EX)
+	if err != nil {
+		return "", err
+	}
+	defer unlock()
+	if _, err := os.Lstat(path); err == nil {
+		return path, nil // made by another process while we waited
+	}
+	tmp := path + ".tmp"
+	os.Remove(tmp)
+	if err := mkfsExt4(tmp, size, inodes); err != nil {
+		os.Remove(tmp)
+		return "", err
+	}
+	return path, os.Rename(tmp, path)
+}
+
+// minDiskBytes is the smallest cap mkfs can honour with a journal.
+const minDiskBytes = 16 << 20
+
+// mkfsExt4 makes an ext4 file system in a new sparse file: no reserved
+// blocks (the cap is the agent's to use), a small journal, inode tables
+// and journal left for the kernel to initialise lazily so the image stays
+// a few MiB until used.
+func mkfsExt4(path string, size, inodes int64) error {
+	if size < minDiskBytes {
+		return errdefs.Invalid("resources.disk.bytes %d is below the smallest layer (%d MiB)", size, minDiskBytes>>20)
+	}
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return err
+	}
+	err = f.Truncate(size)
+	f.Close()
+	if err != nil {
+		return err
+	}
+	mkfs, err := findMkfs()
+	if err != nil {
+		return err
+	}
+	args := []string{"-q", "-F", "-t", "ext4", "-m", "0", "-L", "airlock-layer",
+		"-E", "lazy_itable_init=1,lazy_journal_init=1,nodiscard,root_owner=0:0"}
+	if size >= 64<<20 {
+		args = append(args, "-J", "size=4")
+	}
+	if inodes > 0 {
+		args = append(args, "-N", strconv.FormatInt(inodes, 10))
+	}
+	cmd := exec.Command(mkfs, append(args, path)...)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("making the layer's file system (%s): %v: %s", mkfs, err, strings.TrimSpace(out.String()))
+	}
+	return nil
+}
+
+// findMkfs looks for mke2fs where distributions keep it, PATH first.
+func findMkfs() (string, error) {
+	if p, err := exec.LookPath("mkfs.ext4"); err == nil {
+		return p, nil
+	}
+	for _, p := range []string{"/usr/sbin/mkfs.ext4", "/sbin/mkfs.ext4", "/usr/sbin/mke2fs", "/sbin/mke2fs"} {
+		if _, err := os.Stat(p); err == nil {
+			return p, nil
+		}
+	}
+	return "", errdefs.Unsupported("resources.disk needs mkfs.ext4 to make the pod's layer; install e2fsprogs, or set resources.disk.bytes: 0 (no cap), or accept running without with security.downgrade: [disk-quota]")
+}
+
+// copySparse copies src to a new file dst, data extents only.
+func copySparse(src, dst string) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	st, err := in.Stat()
+	if err != nil {
+		return err
+	}
+	out, err := os.OpenFile(dst, os.O_RDWR|os.O_CREATE|os.O_EXCL|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return err
+	}
+	defer out.Close()
+	if err := out.Truncate(st.Size()); err != nil {
+		return err
+	}
+	for off := int64(0); off < st.Size(); {
+		data, err := unix.Seek(int(in.Fd()), off, unix.SEEK_DATA)
+		if errors.Is(err, unix.ENXIO) {
+			break // only a hole is left
+		}
+		if err != nil {
+			return os.NewSyscallError("lseek", err)
+		}
+		hole, err := unix.Seek(int(in.Fd()), data, unix.SEEK_HOLE)
+		if err != nil {
+			return os.NewSyscallError("lseek", err)
+		}
+		if err := copyRange(in, out, data, hole-data); err != nil {
+			return err
+		}
+		off = hole
+	}
+	return out.Sync()
+}
+
+func copyRange(in, out *os.File, off, n int64) error {
+	ro, wo := off, off
+	for n > 0 {
+		c, err := unix.CopyFileRange(int(in.Fd()), &ro, int(out.Fd()), &wo, int(min(n, 1<<30)), 0)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return os.NewSyscallError("copy_file_range", err)
+		}
+		if c == 0 {
+			return fmt.Errorf("copy_file_range: short copy at %d", ro)
+		}
+		n -= int64(c)
+	}
+	return nil
+}
+
+// mountImage attaches img to a free loop device (auto-clearing) and
+// mounts its ext4 on dir.
+func mountImage(img, dir string) error {
+	dev, err := attachLoop(img)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(dev.fd) // the mount keeps the device; autoclear frees it after
+	const flags = unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOATIME
+	// noinit_itable: the image stays sparse (no background zeroing of
+	// inode tables); errors=remount-ro: a host disk too full for the
+	// sparse image to grow stops writes instead of corrupting the layer.
+	if err := unix.Mount(dev.path, dir, "ext4", flags, "noinit_itable,errors=remount-ro"); err != nil {
+		return fmt.Errorf("mounting the layer image on %s: %w", dir, os.NewSyscallError("mount", err))
+	}
+	// Private: unmounting the host's copy (DetachLayer) must not
+	// propagate into the pod's namespace where / is shared.
+	if err := unix.Mount("", dir, "", unix.MS_PRIVATE, ""); err != nil {
+		_ = unix.Unmount(dir, 0)
+		return fmt.Errorf("making the layer mount private: %w", os.NewSyscallError("mount", err))
+	}
+	return nil
+}
+
+type loopDev struct {
+	fd   int
+	path string
+}
+
+// attachLoop binds img to a free loop device, retrying when another
+// process takes the same free device first.
+func attachLoop(img string) (loopDev, error) {
+	ctl, err := unix.Open("/dev/loop-control", unix.O_RDWR|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return loopDev{}, errdefs.Unsupported("resources.disk needs loop devices (/dev/loop-control: %v); load the loop module, or set resources.disk.bytes: 0, or security.downgrade: [disk-quota]", err)
+	}
+	defer unix.Close(ctl)
+	imgFd, err := unix.Open(img, unix.O_RDWR|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0)
+	if err != nil {
+		return loopDev{}, &os.PathError{Op: "open", Path: img, Err: err}
+	}
+	defer unix.Close(imgFd)
+	for try := 0; try < 16; try++ {
+		n, err := unix.IoctlRetInt(ctl, unix.LOOP_CTL_GET_FREE)
+		if err != nil {
+			return loopDev{}, os.NewSyscallError("LOOP_CTL_GET_FREE", err)
+		}
+		path := "/dev/loop" + strconv.Itoa(n)
+		fd, err := unix.Open(path, unix.O_RDWR|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return loopDev{}, &os.PathError{Op: "open", Path: path, Err: err}
+		}
+		cfg := unix.LoopConfig{Fd: uint32(imgFd)}
+		cfg.Info.Flags = unix.LO_FLAGS_AUTOCLEAR
+		copy(cfg.Info.File_name[:], img)
+		err = unix.IoctlLoopConfigure(fd, &cfg)
+		if err == nil {
+			return loopDev{fd: fd, path: path}, nil
+		}
+		unix.Close(fd)
+		if err != unix.EBUSY {
+			return loopDev{}, os.NewSyscallError("LOOP_CONFIGURE", err)
+		}
+	}
+	return loopDev{}, errdefs.Busy("no free loop device for the layer after 16 tries; retry")
+}
+
+// waitUnattached waits until no loop device holds img: a pod that was
+// killed keeps the old file system alive until its mount namespace is
+// gone, and mounting the image again before then would let two file
+// systems write one image.
+func waitUnattached(img string, limit time.Duration) error {
+	deadline := time.Now().Add(limit)
+	for {
+		dev := loopHolding(img)
+		if dev == "" {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return errdefs.Busy("the layer image %s is still held by %s (a pod that is shutting down?); retry when it is released", img, dev)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// loopHolding names the loop device whose backing file is img, or "".
+func loopHolding(img string) string {
+	devs, _ := filepath.Glob("/sys/block/loop*/loop/backing_file")
+	for _, f := range devs {
+		b, err := os.ReadFile(f)
+		if err == nil && strings.TrimSuffix(string(b), "\n") == img {
+			return filepath.Base(filepath.Dir(filepath.Dir(f)))
+		}
+	}
+	return ""
+}
+
+// chooseLayer decides, at creation, where the pod's layer lives: in a
+// capped image when resources.disk asks for one. When this machine cannot
+// make one (no loop devices, no mkfs.ext4, not root) the pod is refused
+// (fail closed) unless security.downgrade accepts "disk-quota".
+func (p *Pod) chooseLayer() error {
+	p.State.Layer = LayerDir
+	if p.Config.Resources.Disk.Bytes <= 0 {
+		return nil
+	}
+	err := diskCapUsable()
+	if err == nil {
+		p.State.Layer = LayerExt4
+		return nil
+	}
+	for _, w := range p.Config.Security.Downgrade {
+		if w == "disk-quota" {
+			return nil
+		}
+	}
+	return err
+}
+
+// diskCapUsable says why this process cannot cap a layer, or nil.
+func diskCapUsable() error {
+	if os.Geteuid() != 0 {
+		return errdefs.Unsupported("resources.disk needs root to mount the pod's layer image (rootless layers are not capped yet); set resources.disk.bytes: 0, or accept it with security.downgrade: [disk-quota]")
+	}
+	if err := unix.Access("/dev/loop-control", unix.R_OK|unix.W_OK); err != nil {
+		return errdefs.Unsupported("resources.disk needs loop devices (/dev/loop-control: %v); load the loop module, or set resources.disk.bytes: 0, or accept it with security.downgrade: [disk-quota]", err)
+	}
+	_, err := findMkfs()
+	return err
+}
+
+// DiskCap describes the pod's disk wall for status, "" when the layer is
+// not capped.
+func (p *Pod) DiskCap() string {
+	if p.State.Layer != LayerExt4 {
+		return ""
+	}
+	var st unix.Statfs_t
+	if err := unix.Statfs(p.layerBase(), &st); err != nil || st.Type != unix.EXT4_SUPER_MAGIC {
+		return "ext4 layer image"
+	}
+	used := (st.Blocks - st.Bfree) * uint64(st.Bsize)
+	return fmt.Sprintf("ext4 layer image, %d of %d MiB and %d of %d inodes used",
+		used>>20, (st.Blocks*uint64(st.Bsize))>>20, st.Files-st.Ffree, st.Files)
+}
