@@ -85,6 +85,7 @@ func recoverPod(p *pod.Pod) error {
 		return err
 	}
 	defer unlock()
+	_ = p.Roots() // a disk-capped pod's layer must be open: recovery cleans it
 	done, err := layer.Recover(p.JournalDir())
 	if err != nil {
 		return fmt.Errorf("recovering an interrupted commit of pod %s: %w", p.Name, err)

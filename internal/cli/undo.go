@@ -17,8 +17,10 @@ func newUndoCmd() *cobra.Command {
 		Use:   "undo [POD] [COMMIT_ID]",
 		Short: "Put the host back exactly as it was before a commit (default: the latest)",
 		Long: `Undo a commit: restore every host file it overwrote or deleted and remove what
-it created, from the commit's journal. A host file changed since the commit is
-a conflict and stops the undo unless --force. --list shows the commits.`,
+it created, from the commit's journal, and give its changes back to the layer,
+so 'airlock diff' shows them again (a path the pod changed again since keeps
+that newer version). A host file changed since the commit is a conflict and
+stops the undo unless --force. --list shows the commits.`,
 		Args: argsError(cobra.MaximumNArgs(2)),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			s, err := openStore()
@@ -64,16 +66,21 @@ a conflict and stops the undo unless --force. --list shows the commits.`,
 			if err := refuseRunning(p, "undo"); err != nil {
 				return err
 			}
+			_ = p.Roots() // a disk-capped pod's layer must be open: undo gives changes back to it
 			info, err := layer.Undo(p.JournalDir(), firstArg(rest), force)
 			if err != nil {
 				record(p, "undo", map[string]any{"commit": firstArg(rest)}, "error: "+err.Error())
 				return err
 			}
-			record(p, "undo", map[string]any{"commit": info.ID, "paths": info.Paths}, "ok")
+			record(p, "undo", map[string]any{"commit": info.ID, "paths": info.Paths, "back_in_layer": info.BackInLayer}, "ok")
 			if asJSON {
 				return writeJSON(w, info)
 			}
-			fmt.Fprintf(w, "undid commit %s: %s restored on the host\n", info.ID, plural(info.Paths, "path", "paths"))
+			fmt.Fprintf(w, "undid commit %s: %s restored on the host", info.ID, plural(info.Paths, "path", "paths"))
+			if info.BackInLayer > 0 {
+				fmt.Fprintf(w, "; %s back in the layer (airlock diff shows them)", plural(info.BackInLayer, "change", "changes"))
+			}
+			fmt.Fprintln(w)
 			return nil
 		},
 	}

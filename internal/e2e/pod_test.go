@@ -69,9 +69,19 @@ chmod 0755 README.md`
 		t.Errorf("diff after partial commit:\n%s", diff)
 	}
 
-	e.must("undo", "proj")
+	out = e.must("undo", "proj").stdout
 	if got := e.read("README.md"); got != "hello\n" {
 		t.Fatalf("undo did not restore README.md: %q", got)
+	}
+	// The undone changes are back in the layer, for another look.
+	diff = e.must("diff", "proj").stdout
+	for _, want := range []string{"M  README.md", "A  src/new.c", "D  src/main.c", "A  docs/"} {
+		if !strings.Contains(diff, want) {
+			t.Errorf("after undo, diff lacks %q:\n%s", want, diff)
+		}
+	}
+	if !strings.Contains(out, "back in the layer") {
+		t.Errorf("undo does not say the changes are back in the layer: %s", out)
 	}
 	if got := e.read("src/main.c"); got != "int main(void) { return 0; }\n" {
 		t.Fatalf("undo did not restore src/main.c: %q", got)

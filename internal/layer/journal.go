@@ -55,6 +55,8 @@ type CommitInfo struct {
 	Actor string    `json:"actor,omitempty"`
 	Paths int       `json:"paths"`
 	State string    `json:"state"` // preparing, applying, applied, undoing, undone
+	// BackInLayer counts the paths the undo gave back to the layer.
+	BackInLayer int `json:"back_in_layer,omitempty"`
 }
 
 // entryState is what a host path held at one moment; nil means absent.
@@ -104,13 +106,15 @@ type journal struct {
 	// FailedAt is set when an apply failed at that op and the commit is
 	// being reversed: later ops never ran, so only ops up to it are undone.
 	FailedAt *int `json:"failed_at,omitempty"`
-	Ops      []op `json:"ops"`
+	// BackInLayer counts the paths an undo gave back to the layer.
+	BackInLayer int  `json:"back_in_layer,omitempty"`
+	Ops         []op `json:"ops"`
 
 	dir string // journalDir/<id>
 }
 
 func (j *journal) info() CommitInfo {
-	return CommitInfo{ID: j.ID, Time: j.Time, Actor: j.Actor, Paths: len(j.Ops), State: j.State}
+	return CommitInfo{ID: j.ID, Time: j.Time, Actor: j.Actor, Paths: len(j.Ops), State: j.State, BackInLayer: j.BackInLayer}
 }
 
 // newID names a commit so that IDs sort by time.

@@ -104,8 +104,12 @@ func (j *journal) runUndo() error {
 	hosts := fdCache{}
 	defer hosts.close()
 	last := len(j.Ops) - 1
+	var back *giveBack // a person's undo gives the changes back to the layer
 	if j.FailedAt != nil {
-		last = min(last, *j.FailedAt)
+		last = min(last, *j.FailedAt) // reversing a failed apply: the layer still has them
+	} else {
+		back = newGiveBack(hosts)
+		defer back.close()
 	}
 	for i := last; i >= 0; i-- {
 		o := &j.Ops[i]
@@ -113,7 +117,7 @@ func (j *journal) runUndo() error {
 		if err != nil {
 			return err
 		}
-		err = undoOp(j.ID, i, o, hfd, bfd)
+		err = undoOp(j.ID, i, o, hfd, bfd, back)
 		if err != nil && j.FailedAt != nil && unreachable(err) {
 			err = nil // reversing a failed apply: this op could not reach its path
 		}
@@ -129,16 +133,29 @@ func (j *journal) runUndo() error {
 			return os.NewSyscallError("syncfs", err)
 		}
 	}
+	if back != nil {
+		j.BackInLayer = len(back.done)
+	}
 	j.State = stateUndone
 	if err := j.save(); err != nil {
 		return err
 	}
 	// The backups are no longer needed once the undo is durable.
-	return os.RemoveAll(j.dir + "/" + backupsDir)
+	if err := os.RemoveAll(j.dir + "/" + backupsDir); err != nil {
+		return err
+	}
+	if back != nil {
+		// Only now: dropping the backups' hard links moved the restored
+		// files' ctime. Best effort: without a record a later host edit
+		// of these paths goes unnoticed, nothing worse.
+		_ = back.rememberBase(j)
+	}
+	return nil
 }
 
-// undoOp puts back what the host held at o.Path before the commit.
-func undoOp(id string, i int, o *op, hostFd, bfd int) error {
+// undoOp puts back what the host held at o.Path before the commit; back
+// (nil when reversing a failed apply) gives the pod's version to the layer.
+func undoOp(id string, i int, o *op, hostFd, bfd int, back *giveBack) error {
 	comps, err := splitRel(o.Path)
 	if err != nil {
 		return err
@@ -157,11 +174,20 @@ func undoOp(id string, i int, o *op, hostFd, bfd int) error {
 	if err := removeAt(par, tmp); err != nil {
 		return err
 	}
+	give := back != nil && back.wanted(o, par, name)
 	switch {
 	case o.Before == nil:
+		if give {
+			back.take(i, o, par, name)
+		}
 		return removeCreated(par, name)
 	case o.Action == actChmod:
+		if give {
+			back.take(i, o, par, name)
+		}
 		return restoreDirMode(par, name, o.Before)
+	case give && o.Action == actRemove:
+		back.whiteout(i, o)
 	}
 	if err := cloneEntry(bfd, o.Backup, par, tmp); err != nil {
 		return err
@@ -173,6 +199,9 @@ func undoOp(id string, i int, o *op, hostFd, bfd int) error {
 	}
 	if err != nil {
 		return &os.PathError{Op: "renameat2", Path: name, Err: err}
+	}
+	if give {
+		back.take(i, o, par, tmp) // tmp now holds what the commit wrote
 	}
 	return removeAt(par, tmp)
 }
