@@ -316,8 +316,9 @@ p udp-other udp %[1]s 9999
 }
 
 // TLS through a CONNECT tunnel to an allowed host must name that host in
-// its SNI, even when the other name is allowed too and the certificate
-// covers both; transparently, an SNI of a denied name is refused.
+// its SNI, and a plain request its Host, even when the other name is
+// allowed too and the certificate covers both; transparently, an SNI or
+// Host of a denied name is refused.
 func TestNetSNIMismatch(t *testing.T) {
 	e := newEnv(t)
 	n := newInet(t)
@@ -330,15 +331,26 @@ c tunnel-denied-sni --cacert ca.pem --connect-to evil.test:443:allowed.test:443 
 c tunnel-allowed-sni --cacert ca.pem --connect-to www.allowed.test:443:allowed.test:443 https://www.allowed.test/
 c tunnel-no-sni --cacert ca.pem --connect-to %[1]s:443:allowed.test:443 -k https://%[1]s/
 c transparent-denied-sni --noproxy '*' --cacert ca.pem --resolve evil.test:443:%[1]s https://evil.test/
+c tunnel-host -p -H 'Host: evil.test' http://allowed.test/
+c tunnel-host-allowed -p -H 'Host: www.allowed.test' http://allowed.test/
+c transparent-host --noproxy '*' -H 'Host: evil.test' http://allowed.test/
+c forward-host -H 'Host: evil.test' http://allowed.test/
 `, web))
 	wantOK(t, got, "control", "hello allowed.test")
-	for _, l := range []string{"tunnel-denied-sni", "tunnel-allowed-sni", "tunnel-no-sni", "transparent-denied-sni"} {
+	for _, l := range []string{"tunnel-denied-sni", "tunnel-allowed-sni", "tunnel-no-sni", "transparent-denied-sni",
+		"tunnel-host", "tunnel-host-allowed", "transparent-host"} {
 		wantCurlFail(t, got, l)
 	}
+	// Through the forward proxy the request goes to the checked name: the
+	// server sees allowed.test, whatever Host the client wrote.
+	wantOK(t, got, "forward-host", "hello allowed.test from web")
 	evs := e.audit(np)
 	e.wantAudit(evs, "net.connect", "deny", "path:connect", "host:allowed.test", "evil.test")
 	e.wantAudit(evs, "net.connect", "deny", "path:connect", "host:allowed.test", "www.allowed.test")
 	e.wantAudit(evs, "net.leak", "deny", "host:evil.test")
+	e.wantAudit(evs, "net.connect", "deny", "path:connect", "port:80", "HTTP Host", "evil.test")
+	e.wantAudit(evs, "net.connect", "deny", "path:connect", "port:80", "HTTP Host", "www.allowed.test")
+	e.wantAudit(evs, "net.leak", "deny", "path:transparent", "port:80", "host:evil.test")
 }
 
 // Services the host keeps to itself, an abstract unix socket and a TCP
