@@ -365,13 +365,20 @@ func TestVaultStateHiddenFromPod(t *testing.T) {
 			t.Fatalf("set-up: %v", err)
 		}
 	}
-	script := `ls -A "$S"; cat "$S/vault.key" "$S/pods/hp/vault/key.json" "$S/pods/hp/vault/secrets/K.json" 2>/dev/null | wc -c; ls "$HOME/.local/share"`
+	// A proxy-mode secret too: the pod's CA bundle, kept in the hidden
+	// run directory, must still reach the pod.
+	if r := e.runEnv(as, "", "vault", "hp", "bind", "K", "--host", "allowed.test"); r.code != 0 {
+		t.Fatalf("bind: %+v", r)
+	}
+	script := `ls -A "$S"; cat "$S/vault.key" "$S/pods/hp/vault/key.json" "$S/pods/hp/vault/secrets/K.json" 2>/dev/null | wc -c; ls "$HOME/.local/share"
+grep -c 'BEGIN CERTIFICATE' "$SSL_CERT_FILE" >/dev/null && echo bundle; echo "${K%-*}"`
 	r := e.runEnv(as, "", "run", "hp", "-T", "-e", "S="+state, "--", "sh", "-c", script)
 	if r.code != 0 {
 		t.Fatalf("run: %+v", r)
 	}
-	if lines := strings.Fields(r.stdout); len(lines) != 2 || lines[0] != "0" || lines[1] != "airlock" {
-		t.Fatalf("SECURITY: the pod sees Airlock's state: %q", r.stdout)
+	if lines := strings.Fields(r.stdout); len(lines) != 4 || lines[0] != "0" || lines[1] != "airlock" ||
+		lines[2] != "bundle" || lines[3] != "airlock-placeholder-K" {
+		t.Fatalf("SECURITY: the pod sees Airlock's state, or lacks its bundle or placeholder: %q", r.stdout)
 	}
 }
 
