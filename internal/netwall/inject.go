@@ -321,8 +321,15 @@ func (inj *injector) forwardRequest(client, up io.Writer, ubr *bufio.Reader, req
 	// out in one TLS record and syscall instead of one per header line.
 	// Open-ended answers stay unbuffered so that streamed events flow.
 	if resp.ContentLength >= 0 && resp.ContentLength <= redactBufferLimit {
-		bw := bufio.NewWriterSize(client, 16<<10)
-		if resp.Write(bw) != nil || bw.Flush() != nil {
+		bw := respWriters.Get().(*bufio.Writer)
+		bw.Reset(client)
+		err := resp.Write(bw)
+		if err == nil {
+			err = bw.Flush()
+		}
+		bw.Reset(nil)
+		respWriters.Put(bw)
+		if err != nil {
 			return false
 		}
 	} else if resp.Write(client) != nil {
@@ -330,6 +337,8 @@ func (inj *injector) forwardRequest(client, up io.Writer, ubr *bufio.Reader, req
 	}
 	return !(req.Close || resp.Close || unknownLen)
 }
+
+var respWriters = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 16<<10) }}
 
 // redactResponse replaces secret values in the response's headers and, if
 // scanBody and it is not content-encoded, in its body (streamed, re-framed
@@ -373,6 +382,7 @@ func (inj *injector) redactResponse(resp *http.Response, scanBody bool, echoed f
 	resp.ContentLength = -1
 	resp.Header.Del("Content-Length")
 	resp.TransferEncoding = []string{"chunked"}
+	resp.Proto, resp.ProtoMajor, resp.ProtoMinor = "HTTP/1.1", 1, 1 // chunked needs 1.1
 }
 
 // redactBufferLimit is the largest answer redacted in memory.

@@ -32,6 +32,13 @@ type recorder struct {
 }
 
 func (r *recorder) ServeHTTP(w http.ResponseWriter, req *http.Request) {
+	if req.URL.Path == "/echo-big" { // the same, streamed, past the in-memory limit
+		pad := strings.Repeat("x", 300<<10)
+		fmt.Fprintf(w, "%s[%s]", pad, req.Header.Get("Authorization"))
+		w.(http.Flusher).Flush()
+		fmt.Fprintf(w, "[%s]%s", req.Header.Get("Authorization"), pad)
+		return
+	}
 	if req.URL.Path == "/echo" { // a bound host that reflects what it was sent
 		w.Header().Set("X-Echo", req.Header.Get("Authorization"))
 		fmt.Fprintf(w, "you sent: %s %s\n", req.Header.Get("Authorization"), req.URL.RawQuery)
@@ -223,6 +230,18 @@ func TestInjectionRedactsEchoedValue(t *testing.T) {
 	}
 	if _, ok := e.log.find("leak", "deny", "API_KEY", "allowed.test", "response"); !ok {
 		t.Errorf("echo not audited:\n%s", e.log.dump())
+	}
+	req, _ = http.NewRequest("GET", "https://allowed.test:8443/echo-big", nil)
+	req.Header.Set("Authorization", "Bearer "+injPH)
+	resp, err = e.pod.client(e.podCAs, true).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	pad := strings.Repeat("x", 300<<10)
+	if want := pad + "[Bearer " + injPH + "][Bearer " + injPH + "]" + pad; err != nil || string(body) != want {
+		t.Fatalf("SECURITY: streamed echo: %v, %d bytes, value inside: %v", err, len(body), strings.Contains(string(body), injValue))
 	}
 }
 
