@@ -133,7 +133,9 @@ func appendAudit(p *pod.Pod, e audit.Event) error {
 // refuseRunning stops layer-changing commands while the overlay is mounted.
 func refuseRunning(p *pod.Pod, verb string) error {
 	if pid, running := p.Running(); running {
-		return errdefs.Busy("pod %s is running (supervisor pid %d); %s needs it stopped: exit the agent or run airlock kill %s", p.Name, pid, verb, p.Name)
+		err := errdefs.Busy("pod %s is running (supervisor pid %d); %s needs it stopped: exit the agent or run airlock kill %s", p.Name, pid, verb, p.Name)
+		record(p, verb, nil, "refused: pod running")
+		return err
 	}
 	return nil
 }

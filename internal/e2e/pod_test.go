@@ -267,6 +267,9 @@ func TestCommitRefusedWhileRunning(t *testing.T) {
 	e.expect(5, "running", "commit", p)
 	e.expect(5, "running", "rollback", p)
 	e.expect(5, "running", "undo", p)
+	if a := e.must("audit", p, "--action", "commit").stdout; !strings.Contains(a, "refused: pod running") {
+		t.Errorf("a refused commit is not in the audit trail:\n%s", a)
+	}
 	if got := e.read("f"); !strings.HasPrefix(got, "<") {
 		t.Errorf("a refused commit reached the host: %q", got)
 	}
