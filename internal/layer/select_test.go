@@ -204,3 +204,42 @@ func TestFilterNoise(t *testing.T) {
 		}
 	}
 }
+
+// FuzzResolveArgs: an absolute argument is accepted only inside a root,
+// and what it becomes selects nothing outside that root.
+func FuzzResolveArgs(f *testing.F) {
+	roots := []Root{{Name: "workspace", Host: "/home/me/proj"}, {Name: "home", Host: "/home/me"}, {Name: "/opt/tool", Host: "/opt/tool"}}
+	for _, s := range []string{"/home/me/proj/x", "/home/me/.bashrc", "/opt/tool/bin", "/etc/passwd", "/home/me/proj/../../../etc", "src", "/", "//home/me"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, arg string) {
+		out, err := ResolveArgs(roots, []string{arg})
+		if err != nil {
+			if !errors.Is(err, errdefs.ErrInvalid) || strings.ContainsAny(err.Error(), "\n\r\x1b\x00") {
+				t.Fatalf("bad error for %q: %q", arg, err)
+			}
+			return
+		}
+		if !strings.HasPrefix(arg, "/") || indexControl(arg) >= 0 {
+			if out[0] != arg {
+				t.Fatalf("non-absolute %q rewritten to %q", arg, out[0])
+			}
+			return
+		}
+		clean := path.Clean(arg)
+		inside := false
+		for _, r := range roots {
+			inside = inside || under(clean, r.Host)
+		}
+		if !inside && realPrefix(clean) == clean {
+			t.Fatalf("%q outside every root accepted as %q", arg, out[0])
+		}
+		root, rel, err := parsePathArg(out[0])
+		if err != nil {
+			t.Fatalf("%q became %q, which does not parse: %v", arg, out[0], err)
+		}
+		if root == absRoot && !under(rel, "/opt/tool") {
+			t.Fatalf("%q became the absolute selector %q outside its root", arg, rel)
+		}
+	})
+}
