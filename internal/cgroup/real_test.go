@@ -229,10 +229,12 @@ func TestV1OOMKill(t *testing.T) {
 }
 
 // TestV1PidsForkBomb: the classic shell fork bomb stays at pids.max=50,
-// the kernel counts the refused forks, and Destroy ends it.
+// the kernel counts the refused forks, and Destroy ends it. The top shell
+// restarts the bomb whenever its tree collapses (refused forks end it),
+// so only the kill can stop it.
 func TestV1PidsForkBomb(t *testing.T) {
 	g, _ := newV1(t, Limits{Pids: 50})
-	c := startChild(t, "", "/bin/sh", "-c", `read x; exec 2>/dev/null; f() { f & f & wait; }; f`)
+	c := startChild(t, "", "/bin/sh", "-c", `read x; exec 2>/dev/null; f() { f & f & wait; }; while :; do f; done`)
 	if err := g.Add(c.pid()); err != nil {
 		t.Fatal(err)
 	}
