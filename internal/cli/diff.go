@@ -87,6 +87,12 @@ func printDiff(w io.Writer, roots []layer.Root, changes []layer.Change, hidden i
 	}
 	switch {
 	case f.patch:
+		if f.stat { // --stat -p: the summary, then the patches, as git does
+			if err := printStat(w, roots, changes); err != nil {
+				return err
+			}
+			fmt.Fprintln(w)
+		}
 		for _, c := range changes {
 			if err := layer.WritePatch(w, roots, c); err != nil {
 				return err

@@ -173,6 +173,9 @@ func writePatch(bw *bufio.Writer, c Change, old, cur patchSide) {
 	case bytes.Equal(old.data, cur.data) && old.hasContent() == cur.hasContent():
 	case old.binary() || cur.binary():
 		fmt.Fprintf(bw, "Binary files %s and %s differ\n", a, b)
+	case len(old.data) == 0 && len(cur.data) == 0:
+		// An empty file created or deleted: git shows only the mode line,
+		// and a ---/+++ pair without a hunk is not a valid patch.
 	default:
 		fmt.Fprintf(bw, "--- %s\n+++ %s\n", a, b)
 		writeHunks(bw, splitLines(old.data), splitLines(cur.data))
