@@ -95,6 +95,8 @@ func runPod(cmd *cobra.Command, f *runFlags, name string, argv []string) error {
 	}
 	if created {
 		record(p, "pod.create", map[string]any{"workspace": p.State.Workspace}, "ok")
+	} else if f.config != "" {
+		fmt.Fprintf(os.Stderr, "airlock: warning: --config is read only when a pod is created; pod %s keeps its own config (%s)\n", p.Name, p.ConfigPath())
 	}
 	if err := recoverPod(p); err != nil {
 		return &exitError{125, err.Error()}
