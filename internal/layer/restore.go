@@ -10,6 +10,8 @@ package layer
 // exactly what the commit wrote (a path changed since, undone with
 // --force, is not the pod's version) and the layer holds nothing at that
 // path (a later run of the pod may have changed it again: that is newer).
+// An undo interrupted by a crash and finished by Recover gives back only
+// the paths it had not restored on the host yet; the host is exact either way.
 
 import (
 	"os"
