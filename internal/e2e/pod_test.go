@@ -179,6 +179,16 @@ func TestBadInput(t *testing.T) {
 		t.Fatalf("a rejected commit applied a.txt: %q", got)
 	}
 	e.expect(2, "", "run", "--workspace", "/no/such/dir", "--", "true")
+	e.expect(2, "not a directory", "init", "q0", "--workspace", filepath.Join(e.ws, "README.md"))
+	e.expect(2, "invalid pod name", "init", strings.Repeat("a", 64))
+	e.expect(2, "invalid pod name", "run", "UPPER", "--", "true")
+	e.expect(2, "invalid pod name", "status", "a/b")
+	e.expect(2, "leaves the workspace", "commit", "p", "--exclude", "../x")
+	e.expect(2, "unknown command", "frobnicate")
+	e.write("v2.yaml", "version: 2\n")
+	e.expect(2, "v2.yaml:1: version 2 is not supported", "init", "q4", "--config", filepath.Join(e.ws, "v2.yaml"))
+	e.write("tilde.yaml", "version: 1\nfilesystem:\n  cow: ~\n")
+	e.expect(2, "tilde.yaml:3: filesystem.cow", "init", "q5", "--config", filepath.Join(e.ws, "tilde.yaml"))
 	// Broken configs name the line; nothing is created.
 	e.write("bad1.yaml", "version: 1\nfilesystem:\n  hidee: [x]\n")
 	e.expect(2, "bad1.yaml:3: unknown field", "init", "q1", "--config", filepath.Join(e.ws, "bad1.yaml"))
@@ -187,7 +197,7 @@ func TestBadInput(t *testing.T) {
 	bomb := "version: 1\na: &a [\"x\",\"x\",\"x\",\"x\",\"x\",\"x\",\"x\",\"x\",\"x\"]\nb: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]\nc: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]\nd: [*c,*c,*c,*c,*c,*c,*c,*c,*c]\n"
 	e.write("bomb.yaml", bomb)
 	e.expect(2, "", "init", "q3", "--config", filepath.Join(e.ws, "bomb.yaml"))
-	if out := e.must("ls").stdout; strings.Contains(out, "q1") || strings.Contains(out, "q2") || strings.Contains(out, "q3") {
+	if out := e.must("ls").stdout; strings.Contains(out, "q0") || strings.Contains(out, "q1") || strings.Contains(out, "q2") || strings.Contains(out, "q3") || strings.Contains(out, "q4") || strings.Contains(out, "q5") {
 		t.Errorf("a broken config created a pod:\n%s", out)
 	}
 }
