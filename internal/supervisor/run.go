@@ -1,7 +1,6 @@
 package supervisor
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -12,7 +11,6 @@ import (
 
 	"github.com/airlock-dev/airlock/internal/cgroup"
 	"github.com/airlock-dev/airlock/internal/config"
-	"github.com/airlock-dev/airlock/internal/errdefs"
 	"github.com/airlock-dev/airlock/internal/layer"
 	"github.com/airlock-dev/airlock/internal/netwall"
 	"github.com/airlock-dev/airlock/internal/pod"
@@ -383,7 +381,4 @@ func (r *runner) startTimeout() (stop func()) {
 	return func() { warn.Stop(); kill.Stop() }
 }
 
-var errNoWall = errors.New("not available")
 
-var _ = errdefs.ErrInvalid
-var _ = errNoWall
