@@ -380,5 +380,3 @@ func (r *runner) startTimeout() (stop func()) {
 	})
 	return func() { warn.Stop(); kill.Stop() }
 }
-
-
