@@ -386,3 +386,29 @@ func TestHostEditJustBeforeRunIsNoConflict(t *testing.T) {
 		t.Errorf("README.md = %q", got)
 	}
 }
+
+// A directory the agent replaced wholesale (rm -rf, then mkdir) reaches
+// the host as the new directory only: the opaque directory is honoured,
+// the old children go. Undo brings them back and the replacement returns
+// to the layer.
+func TestCommitReplacedDirectory(t *testing.T) {
+	e := newEnv(t)
+	e.write("lib/a.txt", "a\n")
+	e.write("lib/sub/b.txt", "b\n")
+	time.Sleep(settle)
+	e.must("init", "p")
+	e.must("run", "p", "--", "sh", "-c", "rm -rf lib && mkdir lib && echo c > lib/c.txt")
+	e.must("commit", "p")
+	ents, err := os.ReadDir(filepath.Join(e.ws, "lib"))
+	if err != nil || len(ents) != 1 || ents[0].Name() != "c.txt" {
+		t.Fatalf("host lib after commit: %v %v; want only c.txt", ents, err)
+	}
+	e.must("undo", "p")
+	if e.read("lib/a.txt") != "a\n" || e.read("lib/sub/b.txt") != "b\n" || !strings.HasPrefix(e.read("lib/c.txt"), "<") {
+		t.Fatalf("undo did not restore lib")
+	}
+	r := e.must("run", "p", "--", "sh", "-c", "ls -A lib")
+	if strings.TrimSpace(r.stdout) != "c.txt" {
+		t.Errorf("after undo the pod sees lib as %q, want only c.txt", r.stdout)
+	}
+}
