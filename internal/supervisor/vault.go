@@ -61,13 +61,13 @@ func (r *runner) buildVault(*sandbox.ViewConfig) error {
 	if err != nil {
 		return err
 	}
-	r.after = append(r.after, func() {
-		for _, s := range secrets {
-			clear(s.Value)
-		}
-	})
+	// The wall clears the values when it closes (Wall.Close); until it has
+	// them, a failure clears them here.
 	if len(secrets) > 0 {
 		if err := r.vaultProxy(v, secrets); err != nil {
+			for _, s := range secrets {
+				clear(s.Value)
+			}
 			return err
 		}
 	}
