@@ -326,7 +326,7 @@ func TestCommitConflictWithHostEdit(t *testing.T) {
 	// A host edit while the pod runs is a conflict too.
 	done := make(chan result, 1)
 	go func() { done <- e.run("", "run", p, "--", "sh", "-c", "echo pod2 > src/main.c; sleep 1") }()
-	time.Sleep(400 * time.Millisecond)
+	waitFor(t, func() bool { return strings.Contains(e.run("", "status", p).stdout, "running") })
 	e.write("src/main.c", "host during run\n")
 	if r := <-done; r.code != 0 {
 		t.Fatalf("run: %d %s", r.code, r.stderr)

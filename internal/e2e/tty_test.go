@@ -107,19 +107,23 @@ func TestInteractiveTerminal(t *testing.T) {
 	s.send("stty size\n")
 	s.expect("40 120")
 
-	s.send("sleep 100\n")
-	time.Sleep(300 * time.Millisecond)
+	// Each key goes to a command that has started: the marker is printed
+	// just before the exec.
+	s.send("sh -c 'echo RUN''NING; exec sleep 100'\n")
+	s.expect("RUNNING")
+	time.Sleep(100 * time.Millisecond)
 	s.send("\x03") // Ctrl-C
 	s.send("echo after-interrupt=$?\n")
 	s.expect("after-interrupt=130")
 
-	s.send("sleep 101\n")
-	time.Sleep(300 * time.Millisecond)
+	s.send("sh -c 'echo STAR''TED; exec sleep 101'\n")
+	s.expect("STARTED")
+	time.Sleep(100 * time.Millisecond)
 	s.send("\x1a") // Ctrl-Z
 	s.expect("Stopped")
 	s.send("jobs; bg %1; jobs\n")
 	s.expect("Running")
-	s.send("kill %1; wait; echo jobs-done\n")
+	s.send("kill %1; wait; echo jobs''-done\n")
 	s.expect("jobs-done")
 
 	s.send("exit 3\n")
