@@ -435,3 +435,32 @@ func journalStates(t *testing.T, dir string) []string {
 	}
 	return out
 }
+
+// Invariant 3: rollback and destroy never follow a symlink out of the
+// pod's directory. The agent fills its layer with links to a host
+// directory outside (and to the workspace itself); discarding the layer
+// must remove the links, never what they point at.
+func TestHostileLinksSurviveRollbackAndDestroy(t *testing.T) {
+	e := newEnv(t)
+	out := outsideDir(t)
+	e.must("init", "p")
+	script := `set -e
+ln -s ` + out + ` out-link
+mkdir -p deep/er && ln -s ` + out + ` deep/er/l && ln -s ` + e.ws + ` deep/ws
+ln -s / root-link
+rm -rf src && ln -s ` + out + ` src`
+	e.must("run", "p", "--", "sh", "-c", script)
+	e.must("rollback", "p", "deep")
+	checkOutside(t, out)
+	e.must("rollback", "p")
+	checkOutside(t, out)
+	if e.read("src/main.c") == "" || e.read("README.md") != "hello\n" {
+		t.Fatalf("rollback reached the workspace through a link")
+	}
+	e.must("run", "p", "--", "sh", "-c", script)
+	e.must("destroy", "p")
+	checkOutside(t, out)
+	if e.read("src/main.c") == "" || e.read("README.md") != "hello\n" {
+		t.Fatalf("destroy reached the workspace through a link")
+	}
+}
