@@ -47,10 +47,13 @@ func fillUpper(b *testing.B, dir string, mb, files int) {
 }
 
 // BenchmarkCommit compares Commit with `cp -a` of the same upper tree into
-// a fresh directory (and `cp -a` followed by sync, since Commit ends with
-// a syncfs). "link" is Commit when the layer shares the host's file system
-// (files are hard-linked, the usual pod layout); "copy" forces the data
-// copy used across file systems.
+// a fresh directory on the same file system (and `cp -a` followed by
+// sync, since Commit ends with a syncfs). "link" is Commit when the layer
+// shares the host's file system (files are hard-linked: a pod with
+// resources.disk 0); "copy" forces the data copy (copy_file_range here).
+// A disk-capped pod's layer is an ext4 image of its own, where the copy
+// goes through sendfile from a freshly mounted, cold layer: bench/commit.sh
+// measures that end to end.
 func BenchmarkCommit(b *testing.B) {
 	testutil.RequireRoot(b)
 	mb, files := benchCommitMB(b)

@@ -16,6 +16,13 @@ import (
 // of the tree changes so an old cache is not reused.
 const benchTreeVersion = "v1"
 
+// The Diff benchmarks call Diff, the function `airlock diff` calls, on
+// uppers written directly (no overlay, so no whiteouts or opaque
+// directories) and already in the page cache. The command adds its own
+// start, the pod lock, the layer's mount when the disk wall is up (a cold
+// page cache for the layer each time), noise filtering and printing:
+// bench/diff.sh measures it end to end.
+
 // BenchmarkDiff10kChanges: 10,000 changed files in an upper of 100
 // directories: half modified with the same size (bytes compared), a
 // quarter resized, a quarter added. Budget: ≤ 100 ms per Diff.
