@@ -24,8 +24,7 @@ const (
 
 // Compile turns the policy into a classic BPF program for x86_64:
 //
-//	arch check -> x32 check -> hot argument-filtered syscalls
-//	-> binary search over syscall-number ranges
+//	arch check -> x32 check -> binary search over syscall-number ranges
 //	-> per-syscall rule blocks -> shared RET instructions
 //
 // Syscalls whose verdict does not depend on arguments jump straight to a
@@ -45,7 +44,6 @@ func Compile(p *Policy) ([]unix.SockFilter, error) {
 	g.jump(unix.BPF_JGE, x32SyscallBit, eperm, search)
 	g.bind(search)
 	blocks := g.planBlocks(p)
-	g.hotPath(blocks)
 	g.search(g.ranges(p, blocks))
 	for _, b := range blocks {
 		g.emitBlock(p, b)
@@ -59,27 +57,6 @@ func Compile(p *Policy) ([]unix.SockFilter, error) {
 		return nil, fmt.Errorf("compiling policy %q produced a bad program (a compiler bug; report it): %w", p.Name, err)
 	}
 	return prog, nil
-}
-
-// hot are the argument-filtered syscalls that programs make often. They
-// are tested before the binary search: every other allowed syscall is
-// decided by the kernel's action cache without running the program, so
-// these (and denied calls, which are rare) are the only ones that pay for
-// it, and one comparison is cheaper than the search's eight or nine.
-var hot = []string{"ioctl", "socket", "clone", "prctl"}
-
-// hotPath jumps straight to the rule blocks of the hot syscalls present in
-// the policy with argument conditions.
-func (g *gen) hotPath(blocks map[uint32]*block) {
-	for _, name := range hot {
-		b := blocks[x86_64Numbers[name]]
-		if b == nil || len(b.rules[0].Args) == 0 {
-			continue
-		}
-		next := g.newLabel()
-		g.jump(unix.BPF_JEQ, b.nr, b.entry, next)
-		g.bind(next)
-	}
 }
 
 // block is the rule chain of one syscall whose verdict depends on arguments.
