@@ -114,11 +114,13 @@ func runPod(cmd *cobra.Command, f *runFlags, name string, argv []string) error {
 			return &exitError{exitUsage, fmt.Sprintf("-e %q: expected KEY=VALUE", kv)}
 		}
 	}
+	tr := &trail{p: p}
+	defer tr.close()
 	code, err := supervisor.Run(supervisor.Options{
 		Pod: p, Args: argv, Env: f.env, Workdir: f.workdir, TTY: wantTTY(f),
 		Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr,
 		Downgrade: f.downgrade, Publish: f.publish,
-		Audit: func(action string, d map[string]any, outcome string) { record(p, action, d, outcome) },
+		Audit: tr.record,
 		Warn: func(format string, args ...any) {
 			fmt.Fprintln(os.Stderr, "airlock: warning: "+oneLine(fmt.Sprintf(format, args...)))
 		},
