@@ -36,12 +36,15 @@ How a syscall is decided:
 
 Profiles: ` + "`default`" + `, ` + "`strict`" + ` (default with less: no netlink, no raw or exotic
 sockets, no persona changes, no legacy AIO, no message queues, no memory locking), or a
-policy file.
+policy file, chosen with ` + "`security.seccomp: default | strict | /abs/path.yaml | ~/path.yaml`" + `
+(` + "`~`" + ` is the user's home on the host; the file is read by the supervisor at each run, never
+from inside the pod). ` + "`airlock status`" + ` names the profile that was up.
 
 ## Policy files
 
 YAML (or JSON, which YAML reads). Unknown fields, syscalls, actions, ops and errnos are
-errors that name the rule; every rule needs a reason.
+errors that name the rule; every rule needs a reason. Whatever the file says, the compiled
+program still refuses every non-x86_64 architecture and every x32 number first.
 
 ` + "```yaml" + `
 version: 1
