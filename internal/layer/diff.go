@@ -86,6 +86,13 @@ type walkSubdir struct {
 // parallelMin is the directory size from which entries are split among workers.
 const parallelMin = 64
 
+// diffWorkers is how many goroutines classify a large directory: more
+// than there are CPUs, because a disk-capped layer is mounted afresh for
+// each command and its files are then read cold through a loop device,
+// so the workers mostly wait for I/O (10,000 changes: 225 -> 183 ms on 2
+// CPUs; no cost when the layer is in the page cache).
+const diffWorkers = 16
+
 func diffRoot(r Root, userXattr bool) ([]Change, error) {
 	up, err := unix.Open(r.Upper, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	if err != nil {
@@ -98,7 +105,7 @@ func diffRoot(r Root, userXattr bool) ([]Change, error) {
 	}
 	defer unix.Close(host)
 	w := &diffWalker{root: r, userXattr: userXattr}
-	for range min(runtime.GOMAXPROCS(0), 8) {
+	for range max(runtime.GOMAXPROCS(0), diffWorkers) {
 		w.workers = append(w.workers, &diffScratch{w: w})
 	}
 	if err := w.dir(up, host, "", false); err != nil {
