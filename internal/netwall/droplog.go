@@ -2,6 +2,7 @@ package netwall
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"net/netip"
 	"os"
@@ -130,8 +131,12 @@ func nflogConfig(fd int, seq uint32, typ uint16, data []byte) error {
 		return os.NewSyscallError("sendto", err)
 	}
 	buf := make([]byte, 4096)
+	deadline := time.Now().Add(2 * time.Second)
 	for {
 		n, _, err := unix.Recvfrom(fd, buf, 0)
+		if err == unix.EAGAIN && time.Now().After(deadline) {
+			return errors.New("nfnetlink_log did not answer within 2s")
+		}
 		if err == unix.EAGAIN || err == unix.EINTR {
 			if err == unix.EAGAIN {
 				pollIn(fd)
@@ -156,9 +161,9 @@ func nflogConfig(fd int, seq uint32, typ uint16, data []byte) error {
 	}
 }
 
-// pollIn waits up to a second for fd to become readable.
+// pollIn waits up to 100 ms for fd to become readable.
 func pollIn(fd int) {
-	_, _ = unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}, 1000)
+	_, _ = unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}, 100)
 }
 
 // read reports dropped packets until close sets a read deadline: what the
