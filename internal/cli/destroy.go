@@ -3,9 +3,11 @@ package cli
 import (
 	"errors"
 	"fmt"
+	"path/filepath"
 
 	"github.com/spf13/cobra"
 
+	"github.com/airlock-dev/airlock/internal/cgroup"
 	"github.com/airlock-dev/airlock/internal/pod"
 )
 
@@ -37,6 +39,7 @@ refused unless --force, which kills it first.`,
 					errs = append(errs, fmt.Errorf("destroying %s: %w", name, err))
 					continue
 				}
+				dropGroup(s, name)
 				destroyed = append(destroyed, name)
 				if !asJSON {
 					fmt.Fprintf(cmd.OutOrStdout(), "destroyed %s\n", name)
@@ -53,4 +56,14 @@ refused unless --force, which kills it first.`,
 	cmd.Flags().BoolVarP(&force, "force", "f", false, "kill a running pod first")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the destroyed pods as JSON")
 	return cmd
+}
+
+// dropGroup removes the control group a killed supervisor left behind
+// (a run that ends normally removes its own); the pod's processes are
+// gone by now, so it is empty.
+func dropGroup(s *pod.Store, name string) {
+	dir := filepath.Join(s.Home, "pods", name)
+	if g, err := cgroup.Load(cgroup.GroupName(name, dir)); err == nil {
+		_ = g.Destroy()
+	}
 }

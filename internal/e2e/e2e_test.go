@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/airlock-dev/airlock/internal/cgroup"
 	"github.com/airlock-dev/airlock/internal/testutil"
 )
 
@@ -69,8 +70,31 @@ func newEnv(t *testing.T) *env {
 		if testutil.Mounted(e.home) || testutil.Mounted(e.ws) {
 			t.Errorf("mounts left behind under %s or %s", e.home, e.ws)
 		}
+		e.destroyAll()
 	})
 	return e
+}
+
+// destroyAll removes the test's pods as a person would (destroy --force),
+// which also takes down the control group of a supervisor the test
+// killed, and checks that no group of theirs is left on the host.
+func (e *env) destroyAll() {
+	ents, _ := os.ReadDir(filepath.Join(e.home, "pods"))
+	var names []string
+	for _, d := range ents {
+		if d.IsDir() && !strings.HasPrefix(d.Name(), ".") {
+			names = append(names, d.Name())
+		}
+	}
+	if len(names) == 0 {
+		return
+	}
+	_ = e.run("", append([]string{"destroy", "--force"}, names...)...)
+	for _, n := range names {
+		if _, err := cgroup.Load(cgroup.GroupName(n, filepath.Join(e.home, "pods", n))); err == nil {
+			e.t.Errorf("pod %s: its control group is left on the host after destroy", n)
+		}
+	}
 }
 
 func (e *env) write(rel, content string) {
