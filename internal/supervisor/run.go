@@ -70,11 +70,10 @@ func Run(o Options) (int, error) {
 	// Once the init exists (with its own copy of the mounts), the layer
 	// of a disk-capped pod leaves the host's mount tree: it then lives
 	// exactly as long as the pod and this process (pod/disk.go).
-	r.hooks = append(r.hooks, func(int) error {
+	r.beside = append(r.beside, func() {
 		if err := p.DetachLayer(); err != nil {
 			r.o.Warn("%v (the layer stays mounted on the host until the run ends)", err)
 		}
-		return nil
 	})
 	return r.run()
 }
@@ -94,6 +93,9 @@ type runner struct {
 	cleaned  sync.Once
 	exitMu   sync.Mutex
 	exited   chan struct{} // closed once run.exit and the run state are written
+	// beside runs next to the hooks: steps that need only the init to
+	// exist, and that no hook depends on.
+	beside []func()
 }
 
 func (r *runner) downgraded(wall string) bool {
@@ -161,8 +163,10 @@ func (r *runner) cleanUp() {
 
 // onStart places the init in its walls before it may go on. Joining v1
 // cgroups waits for an RCU grace period (anywhere from 0.1 to 9 ms on a
-// two-core VM); the network and vault hooks do not depend on it, so it
-// runs beside them while the init, blocked until "go", does nothing.
+// two-core VM) and detaching a disk-capped layer from the host waits for
+// its unmount (0.5-4 ms); the network and vault hooks depend on neither,
+// so both run beside them while the init, blocked until "go", does
+// nothing.
 func (r *runner) onStart(pid int) error {
 	r.initPID.Store(int64(pid))
 	joined := make(chan error, 1)
@@ -173,7 +177,12 @@ func (r *runner) onStart(pid int) error {
 		}
 		joined <- r.group.Add(pid)
 	}()
+	var beside sync.WaitGroup
+	for _, f := range r.beside {
+		beside.Go(f)
+	}
 	err := r.runHooks(pid)
+	beside.Wait()
 	if jerr := <-joined; err == nil {
 		err = jerr
 	}
