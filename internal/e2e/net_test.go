@@ -476,6 +476,14 @@ done`)
 	if got := ask("allowed.test"); strings.Count(got, " ok ") != 2 {
 		t.Errorf("allowed.test after the changes: %s", got)
 	}
+	e.must("net", np, "allow", "open.test")
+	if got := ask("open.test"); strings.Count(got, " ok ") != 2 {
+		t.Errorf("open.test after net allow: %s", got)
+	}
+	e.must("net", np, "rm", "open.test")
+	if got := ask("open.test"); strings.Contains(got, "ok") {
+		t.Errorf("SECURITY: open.test still reachable after net rm: %s", got)
+	}
 	var pol struct {
 		Mode        string
 		Allow, Deny []string
@@ -483,7 +491,7 @@ done`)
 	if err := json.Unmarshal([]byte(e.must("net", np, "ls", "--json").stdout), &pol); err != nil {
 		t.Fatal(err)
 	}
-	if !contains(pol.Deny, "live.test") || contains(pol.Allow, "live.test") || !contains(pol.Allow, "allowed.test") {
+	if !contains(pol.Deny, "live.test") || contains(pol.Allow, "live.test") || !contains(pol.Allow, "allowed.test") || contains(pol.Allow, "open.test") {
 		t.Errorf("net ls --json: %+v", pol)
 	}
 	r.stop()
@@ -501,6 +509,7 @@ done`)
 	evs := e.audit(np)
 	e.wantAudit(evs, "net.allow", "ok", "live.test")
 	e.wantAudit(evs, "net.deny", "ok", "live.test")
+	e.wantAudit(evs, "net.rm", "ok", "open.test")
 	e.wantAudit(evs, "net.reload", "ok", "live.test")
 	e.wantAudit(evs, "net.connect", "allow", "path:proxy", "host:live.test")
 	e.wantAudit(evs, "net.connect", "deny", "path:proxy", "host:live.test")
