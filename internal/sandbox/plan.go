@@ -167,6 +167,9 @@ func planTmpfs(v ViewConfig, add func(int, Mount)) error {
 		if err != nil {
 			return err
 		}
+		if path == "/tmp" || path == "/run" {
+			continue // the base view has them already (the default config lists them too)
+		}
 		add(rankTmpfs, Mount{Kind: KindTmpfs, Target: path, Reason: "private tmpfs"})
 	}
 	return nil
