@@ -85,7 +85,9 @@ func recoverPod(p *pod.Pod) error {
 		return err
 	}
 	defer unlock()
-	_ = p.Roots() // a disk-capped pod's layer must be open: recovery cleans it
+	if err := p.OpenLayer(); err != nil { // a disk-capped pod's: recovery cleans the layer
+		return err
+	}
 	done, err := layer.Recover(p.JournalDir())
 	if err != nil {
 		return fmt.Errorf("recovering an interrupted commit of pod %s: %w", p.Name, err)

@@ -493,16 +493,36 @@ func copyRange(in, out *os.File, off, n int64) error {
 // mountImage attaches img to a free loop device (auto-clearing) and
 // mounts its ext4 on dir.
 func mountImage(img, dir string) error {
+	err := mountOnce(img, dir)
+	if errors.Is(err, unix.EUCLEAN) || errors.Is(err, unix.EINVAL) || errors.Is(err, unix.EIO) {
+		// An image torn by a host crash (see layerMountOpts): repair
+		// what e2fsck can without asking, then try once more.
+		if ferr := fsckImage(img); ferr != nil {
+			return fmt.Errorf("%w; repairing it failed too: %v", err, ferr)
+		}
+		err = mountOnce(img, dir)
+	}
+	return err
+}
+
+// layerMountOpts: noinit_itable keeps the image sparse (no background
+// zeroing of inode tables); errors=remount-ro stops writes rather than
+// corrupt the layer when the host disk is too full for the sparse image
+// to grow; nobarrier spares every run the flush of the whole backing
+// file at unmount (about 3 ms of a 10 ms start). The layer is scratch
+// space under review: its writes survive the death of any process, as
+// page cache, but a power loss of the host may lose the latest ones
+// (mountImage repairs the image then). commit writes the host durably.
+const layerMountOpts = "noinit_itable,errors=remount-ro,nobarrier"
+
+func mountOnce(img, dir string) error {
 	dev, err := attachLoop(img)
 	if err != nil {
 		return err
 	}
 	defer unix.Close(dev.fd) // the mount keeps the device; autoclear frees it after
 	const flags = unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOATIME
-	// noinit_itable: the image stays sparse (no background zeroing of
-	// inode tables); errors=remount-ro: a host disk too full for the
-	// sparse image to grow stops writes instead of corrupting the layer.
-	if err := unix.Mount(dev.path, dir, "ext4", flags, "noinit_itable,errors=remount-ro"); err != nil {
+	if err := unix.Mount(dev.path, dir, "ext4", flags, layerMountOpts); err != nil {
 		return fmt.Errorf("mounting the layer image on %s: %w", dir, os.NewSyscallError("mount", err))
 	}
 	// Private: unmounting the host's copy (DetachLayer) must not
@@ -510,6 +530,26 @@ func mountImage(img, dir string) error {
 	if err := unix.Mount("", dir, "", unix.MS_PRIVATE, ""); err != nil {
 		_ = unix.Unmount(dir, 0)
 		return fmt.Errorf("making the layer mount private: %w", os.NewSyscallError("mount", err))
+	}
+	return nil
+}
+
+// fsckImage runs e2fsck -p (automatic, safe repairs) on an unmounted image.
+func fsckImage(img string) error {
+	fsck := "e2fsck"
+	if p, err := exec.LookPath("e2fsck"); err == nil {
+		fsck = p
+	} else if _, err := os.Stat("/usr/sbin/e2fsck"); err == nil {
+		fsck = "/usr/sbin/e2fsck"
+	}
+	out, err := exec.Command(fsck, "-p", img).CombinedOutput()
+	var ee *exec.ExitError
+	if errors.As(err, &ee) && ee.ExitCode() <= 2 { // 1, 2: errors corrected
+		return nil
+	}
+	if err != nil {
+		first, _, _ := strings.Cut(strings.TrimSpace(string(out)), "\n")
+		return fmt.Errorf("%s -p: %v: %s (run e2fsck on %s by hand, or destroy the pod)", fsck, err, first, img)
 	}
 	return nil
 }
