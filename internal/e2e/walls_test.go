@@ -927,6 +927,7 @@ func newBenchPod(b *testing.B, config string) *benchPod {
 		}
 	}
 	p.airlock("init", "bench")
+	b.Cleanup(func() { _ = p.cmd(bin, "destroy", "--force", "bench").Run() }) // unmounts its layer
 	return p
 }
 

@@ -42,7 +42,7 @@ func (s *Store) Destroy(name string, force bool) error {
 	if pid, running := p.Running(); running { // started again meanwhile
 		return errdefs.Busy("pod %s started again (pid %d); stop it and retry", name, pid)
 	}
-	p.dropStaleLayer() // a killed command's layer mount
+	p.dropLayer() // a disk-capped pod's image
 	if m := mountsUnder(p.Dir); len(m) > 0 {
 		return errdefs.Busy("pod %s still has a mount at %s; unmount it (umount -l %s) and retry", name, m[0], m[0])
 	}

@@ -12,9 +12,9 @@ import (
 )
 
 // TestDiskCappedLayer: a pod created with resources.disk keeps its layer
-// in an image of that size, mounted only while the process holds it;
-// what is written there survives a release and a second open, and the
-// image stays sparse on the host.
+// in an image of that size, mounted from first use until destroy; what is
+// written there survives an unmount (a host reboot), the image stays
+// sparse on the host, and destroy leaves no mount and no loop device.
 func TestDiskCappedLayer(t *testing.T) {
 	testutil.RequireRoot(t)
 	s, ws := newStore(t)
@@ -24,13 +24,13 @@ func TestDiskCappedLayer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { p.dropLayer() })
 	if p.State.Layer != LayerExt4 {
 		t.Fatalf("layer %q, want %q", p.State.Layer, LayerExt4)
 	}
 	if testutil.Mounted(s.Home) {
 		t.Fatalf("Create mounted the layer; it is made on first use")
 	}
-	defer ReleaseLayers()
 	if err := p.OpenLayer(); err != nil {
 		t.Fatal(err)
 	}
@@ -51,9 +51,9 @@ func TestDiskCappedLayer(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(up, "kept"), []byte("x"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	ReleaseLayers()
+	p.dropLayer() // as a reboot would
 	if testutil.Mounted(s.Home) {
-		t.Fatalf("the layer is still mounted after ReleaseLayers")
+		t.Fatalf("the layer is still mounted after dropLayer")
 	}
 	again, err := s.Get("capped")
 	if err != nil {
@@ -63,9 +63,8 @@ func TestDiskCappedLayer(t *testing.T) {
 		t.Fatal(err)
 	}
 	if _, err := os.Stat(filepath.Join(again.Roots()[0].Upper, "kept")); err != nil {
-		t.Errorf("the layer lost a file across release and reopen: %v", err)
+		t.Errorf("the layer lost a file across unmount and mount: %v", err)
 	}
-	ReleaseLayers()
 	var ist unix.Stat_t
 	if err := unix.Stat(p.imagePath(), &ist); err != nil {
 		t.Fatal(err)
@@ -73,27 +72,39 @@ func TestDiskCappedLayer(t *testing.T) {
 	if ist.Blocks*512 > 8<<20 {
 		t.Errorf("a nearly empty image takes %d bytes on the host; it should stay sparse", ist.Blocks*512)
 	}
+	img := p.imagePath()
 	if err := s.Destroy("capped", false); err != nil {
 		t.Fatal(err)
 	}
+	if testutil.Mounted(s.Home) {
+		t.Errorf("destroy left the layer mounted")
+	}
+	if dev := loopHolding(img); dev != "" {
+		t.Errorf("%s still holds the destroyed pod's image", dev)
+	}
 }
 
-// TestDestroyDropsAStaleLayerMount: a command killed while it held the
-// layer leaves the mount; destroy takes it down instead of refusing.
-func TestDestroyDropsAStaleLayerMount(t *testing.T) {
+// TestDestroyWhileAHostProcessSitsInTheLayer: a shell left in the layer
+// (EBUSY for a plain unmount) does not stop destroy.
+func TestDestroyWhileAHostProcessSitsInTheLayer(t *testing.T) {
 	testutil.RequireRoot(t)
 	s, ws := newStore(t)
 	cfg := config.Default()
 	cfg.Resources.Disk = config.Disk{Bytes: 24 * config.MiB}
-	p, err := s.Create("stale", ws, cfg)
+	p, err := s.Create("busy", ws, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := p.mountFresh(); err != nil { // as a killed process leaves it
+	if err := p.OpenLayer(); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Destroy("stale", false); err != nil {
-		t.Fatalf("destroy with a stale layer mount: %v", err)
+	f, err := os.Open(p.Roots()[0].Upper)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := s.Destroy("busy", false); err != nil {
+		t.Fatalf("destroy with a busy layer: %v", err)
 	}
 	if testutil.Mounted(s.Home) {
 		t.Errorf("destroy left the layer mounted")

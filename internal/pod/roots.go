@@ -25,10 +25,8 @@ func (p *Pod) Roots() []layer.Root {
 	return p.roots()
 }
 
-func (p *Pod) roots() []layer.Root { return p.rootsAt(p.layerBase()) }
-
-// rootsAt lists the roots with their layer under base.
-func (p *Pod) rootsAt(base string) []layer.Root {
+func (p *Pod) roots() []layer.Root {
+	base := p.layerBase()
 	ws := p.State.Workspace
 	roots := []layer.Root{p.root(base, "workspace", ws, "workspace")}
 	for _, c := range p.Config.Filesystem.Cow {

@@ -67,14 +67,6 @@ func Run(o Options) (int, error) {
 	if o.Warn == nil {
 		r.o.Warn = func(string, ...any) {}
 	}
-	// Once the init exists (with its own copy of the mounts), the layer
-	// of a disk-capped pod leaves the host's mount tree: it then lives
-	// exactly as long as the pod and this process (pod/disk.go).
-	r.beside = append(r.beside, func() {
-		if err := p.DetachLayer(); err != nil {
-			r.o.Warn("%v (the layer stays mounted on the host until the run ends)", err)
-		}
-	})
 	return r.run()
 }
 
