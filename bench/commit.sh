@@ -29,18 +29,14 @@ for r in $(seq 1 "$rounds"); do
 	cp "$scratch/fill.py" "$ws/.fill.py"
 	"$bin" init "c$r" --workspace "$ws" >/dev/null
 	"$bin" run "c$r" -T -- python3 "$ws/.fill.py" "$ws"
-	# The layer is a directory of the pod, or (disk wall) a file system
-	# image that airlock mounts for each command, so that commit reads it
-	# cold: then cp -a reads it from a fresh read-only mount too, and both
-	# copy the same files from the same place in the same state.
-	img=$AIRLOCK_HOME/pods/c$r/layer.img mnt=
-	[ -f "$img" ] && mnt=$scratch/img$r && mkdir -p "$mnt"
+	# The layer is a directory of the pod or (disk wall) the pod's image,
+	# mounted on pods/<name>/layer from first use to destroy: cp -a and
+	# commit copy the same files from the same place in the same state.
 	layer() {
-		[ -z "$mnt" ] || mount -o loop,ro "$img" "$mnt"
-		upper=$(dirname "$(find "${mnt:-$AIRLOCK_HOME/pods/c$r}" -type d -name d00 -path '*upper*' | head -1)")
+		upper=$(dirname "$(find "$AIRLOCK_HOME/pods/c$r" -type d -name d00 -path '*upper*' | head -1)")
 		[ -f "$upper/d00/f00000" ] || { echo "bench: no layer files under $upper" >&2; exit 1; }
 	}
-	unlayer() { [ -z "$mnt" ] || umount "$mnt"; }
+	unlayer() { :; }
 	sync
 	dst=$scratch/cp$r
 	layer
