@@ -906,7 +906,7 @@ func TestWallDiskGuard(t *testing.T) {
 
 // The walls' price on real work, pod against host (benchmarks, never
 // timed tests; run them under flock /tmp/airlock-bench.lock, see
-// docs/bench/walls.md). Host and pod runs alternate so that drift in the
+// docs/BENCHMARKS.md, walls section). Host and pod runs alternate so that drift in the
 // machine's speed hits both alike.
 
 // benchPod is a workspace and a pod for a benchmark.
