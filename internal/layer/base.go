@@ -242,7 +242,7 @@ func (w *baseWalker) record(st *unix.Stat_t) BaseEntry {
 	if !dir && st.Ctim.Nano() >= w.start-int64(ctimeSlack) {
 		return BaseEntry{ChangedDuringRun: true}
 	}
-	return BaseEntry{Type: entryType(st.Mode), Dev: st.Dev, Ino: st.Ino, Size: regSize(st),
+	return BaseEntry{Type: typeName(st.Mode), Dev: st.Dev, Ino: st.Ino, Size: regSize(st),
 		Mtime: st.Mtim.Nano(), Ctime: st.Ctim.Nano(), Mode: st.Mode & 07777}
 }
 

@@ -225,7 +225,7 @@ func (p *planner) makeOp(c Change, fds *rootFds) (*op, error) {
 		if err != nil {
 			return nil, fmt.Errorf("reading layer entry %s: %w", EscapeName(c.Display()), err)
 		}
-		if ust == nil || entryType(ust.Mode) != c.Type {
+		if ust == nil || typeName(ust.Mode) != c.Type {
 			return nil, errdefs.Conflict("layer entry %s changed since the diff; run airlock diff again", EscapeName(c.Display()))
 		}
 		o.Type = c.Type

@@ -123,7 +123,7 @@ func snapshot(t testing.TB, root string) map[string]string {
 		rel, _ := filepath.Rel(root, path)
 		var st unix.Stat_t
 		chk(t, unix.Lstat(path, &st))
-		desc := fmt.Sprintf("%s %o %d:%d", entryType(st.Mode), st.Mode&07777, st.Uid, st.Gid)
+		desc := fmt.Sprintf("%s %o %d:%d", typeName(st.Mode), st.Mode&07777, st.Uid, st.Gid)
 		switch st.Mode & unix.S_IFMT {
 		case unix.S_IFREG:
 			data, err := os.ReadFile(path)

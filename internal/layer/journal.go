@@ -314,7 +314,7 @@ func stateOf(p int, name string, st *unix.Stat_t) (*entryState, error) {
 	if st == nil {
 		return nil, nil
 	}
-	e := &entryState{Type: entryType(st.Mode), Mode: st.Mode & 07777, UID: int(st.Uid), GID: int(st.Gid),
+	e := &entryState{Type: typeName(st.Mode), Mode: st.Mode & 07777, UID: int(st.Uid), GID: int(st.Gid),
 		Size: regSize(st), Mtime: st.Mtim.Nano(), Ctime: st.Ctim.Nano(), Ino: st.Ino, Dev: st.Dev}
 	if e.Type == "symlink" {
 		t, err := readLink(p, name)

@@ -422,23 +422,6 @@ func subPath(rel, name string) string {
 	return rel + "/" + name
 }
 
-// entryType names the file type of a raw st_mode as Change.Type does.
-func entryType(mode uint32) string {
-	switch mode & unix.S_IFMT {
-	case unix.S_IFREG:
-		return "file"
-	case unix.S_IFDIR:
-		return "dir"
-	case unix.S_IFLNK:
-		return "symlink"
-	case unix.S_IFIFO:
-		return "fifo"
-	case unix.S_IFSOCK:
-		return "socket"
-	}
-	return "device"
-}
-
 // regSize is the size of a regular file, 0 for anything else.
 func regSize(st *unix.Stat_t) int64 {
 	if st.Mode&unix.S_IFMT == unix.S_IFREG {
