@@ -136,9 +136,16 @@ func (e *env) runIn(dir string, args ...string) result {
 
 func (e *env) exec(dir, in string, args ...string) result {
 	e.t.Helper()
+	return e.execVars(dir, in, e.vars, args...)
+}
+
+// execVars executes airlock in dir with vars added to its environment
+// (later entries win), stdin from in.
+func (e *env) execVars(dir, in string, vars []string, args ...string) result {
+	e.t.Helper()
 	cmd := exec.Command(bin, args...)
 	cmd.Dir = dir
-	cmd.Env = append(append(os.Environ(), "AIRLOCK_HOME="+e.home), e.vars...)
+	cmd.Env = append(append(os.Environ(), "AIRLOCK_HOME="+e.home), vars...)
 	cmd.Stdin = strings.NewReader(in)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb

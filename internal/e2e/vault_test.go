@@ -116,20 +116,7 @@ func vaultTestCerts(t *testing.T) (tls.Certificate, []byte) {
 // from in.
 func (e *env) runEnv(extra []string, in string, args ...string) result {
 	e.t.Helper()
-	cmd := exec.Command(bin, args...)
-	cmd.Dir = e.ws
-	cmd.Env = append(append(os.Environ(), "AIRLOCK_HOME="+e.home), extra...)
-	cmd.Stdin = strings.NewReader(in)
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	code := 0
-	if ee, ok := err.(*exec.ExitError); ok {
-		code = ee.ExitCode()
-	} else if err != nil {
-		e.t.Fatalf("running airlock %v: %v", args, err)
-	}
-	return result{code, out.String(), errb.String()}
+	return e.execVars(e.ws, in, extra, args...)
 }
 
 // onTerminal runs airlock with its stdout on a pseudo-terminal and
