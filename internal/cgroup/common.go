@@ -3,6 +3,7 @@ package cgroup
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"sort"
 	"syscall"
 	"time"
@@ -46,7 +47,13 @@ func killAll(freeze, thaw func() error, procs func() ([]int, error)) error {
 			}
 		}
 		if frozen {
-			if terr := thaw(); terr != nil && err == nil {
+			terr := thaw()
+			if terr != nil && err == nil && len(pids) > 0 && errors.Is(terr, fs.ErrNotExist) {
+				// Our SIGKILLs emptied the group and its owner removed
+				// it before the thaw: a removed group holds nobody.
+				return nil
+			}
+			if terr != nil && err == nil {
 				err = terr
 			}
 		}
