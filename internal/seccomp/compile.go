@@ -29,10 +29,28 @@ const (
 //
 // Syscalls whose verdict does not depend on arguments jump straight to a
 // shared RET, so the kernel's per-syscall action cache can skip the filter.
+//
+// Notify rules get their Fallback: the program needs no listener.
 func Compile(p *Policy) ([]unix.SockFilter, error) {
 	if err := p.Validate(); err != nil {
 		return nil, err
 	}
+	return compile(p.Unwatched())
+}
+
+// CompileNotify is Compile with Notify rules returning
+// SECCOMP_RET_USER_NOTIF. The program must be installed with
+// SECCOMP_FILTER_FLAG_NEW_LISTENER and the listener served: every
+// notification blocks its thread until it is answered (or the listener
+// is closed, when the kernel fails the call with ENOSYS).
+func CompileNotify(p *Policy) ([]unix.SockFilter, error) {
+	if err := p.Validate(); err != nil {
+		return nil, err
+	}
+	return compile(p)
+}
+
+func compile(p *Policy) ([]unix.SockFilter, error) {
 	g := &gen{rets: map[uint32]label{}}
 	eperm := g.retLabel(Verdict{Errno, unix.EPERM})
 	native := g.newLabel()
@@ -239,6 +257,8 @@ func retValue(v Verdict) uint32 {
 		return unix.SECCOMP_RET_KILL_PROCESS
 	case Log:
 		return unix.SECCOMP_RET_LOG
+	case Notify:
+		return unix.SECCOMP_RET_USER_NOTIF
 	default:
 		return unix.SECCOMP_RET_ERRNO | uint32(v.Errno)&unix.SECCOMP_RET_DATA
 	}

@@ -66,14 +66,37 @@ func interesting(p *Policy) []uint64 {
 	return vals
 }
 
-// checkAgainstEval compares the compiled program with Policy.Eval for n
-// random (arch, nr, args) tuples biased towards the values that matter.
+// checkAgainstEval compares the compiled programs with Policy.Eval for n
+// random (arch, nr, args) tuples biased towards the values that matter:
+// CompileNotify with the policy itself, Compile with its Unwatched form.
 func checkAgainstEval(t *testing.T, p *Policy, n int, seed int64) {
 	t.Helper()
-	prog, err := Compile(p)
+	watched, err := CompileNotify(p)
 	if err != nil {
 		t.Fatal(err)
 	}
+	checkProgram(t, watched, p, n, seed)
+	plain, err := Compile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	unwatched := p.Unwatched()
+	if unwatched.Watches() {
+		t.Fatalf("policy %s: Unwatched still has notify rules", p.Name)
+	}
+	checkProgram(t, plain, unwatched, n, seed)
+	if !p.Watches() {
+		return
+	}
+	for _, ins := range plain {
+		if ins.Code == unix.BPF_RET|unix.BPF_K && ins.K == unix.SECCOMP_RET_USER_NOTIF {
+			t.Fatalf("policy %s: Compile returns USER_NOTIF, which would block on a listener nobody serves", p.Name)
+		}
+	}
+}
+
+func checkProgram(t *testing.T, prog []unix.SockFilter, p *Policy, n int, seed int64) {
+	t.Helper()
 	rnd := rand.New(rand.NewSource(seed))
 	vals := interesting(p)
 	names := p.Syscalls()
@@ -128,8 +151,11 @@ func TestCompilerLongPolicy(t *testing.T) {
 		names = append(names, n)
 	}
 	for i := 0; i < 400; i++ {
-		r := Rule{Name: names[rnd.Intn(len(names))], Action: Action(rnd.Intn(4)), Reason: "test"}
-		if r.Action == Errno {
+		r := Rule{Name: names[rnd.Intn(len(names))], Action: Action(rnd.Intn(5)), Reason: "test"}
+		if r.Action == Notify {
+			r.Fallback = Fallback(rnd.Intn(2))
+		}
+		if r.Action == Errno || (r.Action == Notify && r.Fallback == FallbackErrno && rnd.Intn(2) == 0) {
 			r.Errno = unix.Errno(1 + rnd.Intn(100))
 		}
 		for j := rnd.Intn(3); j > 0; j-- {

@@ -34,6 +34,37 @@ How a syscall is decided:
 4. Nothing matched: the default, ERRNO(EPERM). The built-in profiles are allowlists no
    wider than Docker's default profile for a process without capabilities.
 
+## Notify: attempts the supervisor sees
+
+A rule with action ` + "`notify`" + ` compiles to SECCOMP_RET_USER_NOTIF: the calling thread waits
+while the pod's supervisor, outside the pod, looks at the call, writes it to the audit trail
+and answers for the kernel. The built-in profiles use it for attacks on the network wall that
+the kernel would refuse silently:
+
+- ` + "`socket()`" + ` for packet sockets (AF_PACKET, and the obsolete AF_INET + SOCK_PACKET),
+  raw IPv4/IPv6 sockets and ICMP "ping" sockets: audited as ` + "`net.socket`" + ` (family, type,
+  protocol, pid, command) with verdict deny, and refused with EPERM.
+- ` + "`connect()`" + ` whose address length is neither 16 (sockaddr_in) nor 28 (sockaddr_in6), in
+  practice unix sockets. The supervisor reads the address from the caller's memory. A path
+  goes ahead. An abstract name bound in the pod's own network namespace (the pod's processes
+  talking among themselves) goes ahead. An abstract name bound nowhere in it, which is what
+  reaching for a host service (an X server, D-Bus, a container runtime) looks like from a pod
+  with its own network namespace, is audited as ` + "`net.abstract`" + ` (name, escaped) and refused
+  with ECONNREFUSED. The namespace is what keeps host abstract sockets out of reach; the
+  notification makes the attempt visible, and nothing depends on it for security. BPF
+  cannot read the address, so a unix address of exactly 16 or 28 bytes (an abstract name of
+  13 or 25 bytes) is not seen; it is still confined to the pod's namespace.
+
+Every notification is answered, and the supervisor checks that the call is still pending
+after reading the caller's memory. Repeats of one attempt within a quarter second are
+counted into one audit record. If the supervisor dies, the kernel fails waiting calls with
+ENOSYS (fail closed). The listener exists only for the built-in profiles: a policy file's
+` + "`notify`" + ` rules, or any program installed without a listener, take the rule's
+` + "`fallback`" + ` instead (` + "`errno`" + `, the default, with the rule's errno; or ` + "`allow`" + `), so nothing
+ever waits for an answer that cannot come. Arguments compared in BPF still decide which calls
+are seen; the supervisor only ever makes a call fail, or lets the kernel run it as it would
+have (it never performs a call on the agent's behalf).
+
 Profiles: ` + "`default`" + `, ` + "`strict`" + ` (default with less: no netlink, no raw or exotic
 sockets, no persona changes, no legacy AIO, no message queues, no memory locking), or a
 policy file, chosen with ` + "`security.seccomp: default | strict | /abs/path.yaml | ~/path.yaml`" + `
@@ -49,7 +80,7 @@ program still refuses every non-x86_64 architecture and every x32 number first.
 ` + "```yaml" + `
 version: 1
 name: my-policy
-default: errno          # allow | errno | kill | log
+default: errno          # allow | errno | kill | log (not notify)
 default_errno: EPERM    # name or number; EPERM when omitted
 rules:
   - names: [read, write, exit_group]
@@ -64,6 +95,12 @@ rules:
     action: errno
     errno: ENOSYS
     reason: make libc fall back to clone
+  - name: socket
+    action: notify      # a policy file has no listener: the fallback applies
+    fallback: errno     # errno (default, with errno:) | allow
+    args:
+      - {index: 0, op: eq, mask: 0xffffffff, value: 17}
+    reason: no packet sockets
 ` + "```" + `
 `
 

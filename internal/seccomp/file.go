@@ -57,12 +57,15 @@ type filePolicy struct {
 }
 
 type fileRule struct {
-	Name   string    `yaml:"name"`
-	Names  []string  `yaml:"names"`
-	Action string    `yaml:"action"`
-	Errno  string    `yaml:"errno"`
-	Args   []fileArg `yaml:"args"`
-	Reason string    `yaml:"reason"`
+	Name   string   `yaml:"name"`
+	Names  []string `yaml:"names"`
+	Action string   `yaml:"action"`
+	Errno  string   `yaml:"errno"`
+	// Fallback is a notify rule's action without a listener: errno
+	// (the default) or allow.
+	Fallback string    `yaml:"fallback"`
+	Args     []fileArg `yaml:"args"`
+	Reason   string    `yaml:"reason"`
 }
 
 type fileArg struct {
@@ -142,8 +145,14 @@ func (fr fileRule) rules() ([]Rule, error) {
 	if base.Errno, err = parseErrno(fr.Errno); err != nil {
 		return nil, err
 	}
-	if fr.Errno != "" && base.Action != Errno {
-		return nil, errdefs.Invalid("errno is set but the action is %s, not errno", base.Action)
+	if base.Fallback, err = parseFallback(fr.Fallback); err != nil {
+		return nil, err
+	}
+	if fr.Fallback != "" && base.Action != Notify {
+		return nil, errdefs.Invalid("fallback is set but the action is %s: only notify rules have one", base.Action)
+	}
+	if fr.Errno != "" && base.Action != Errno && (base.Action != Notify || base.Fallback != FallbackErrno) {
+		return nil, errdefs.Invalid("errno is set but the action is %s, not errno (or notify falling back to errno)", base.Action)
 	}
 	for j, a := range fr.Args {
 		c, err := a.cond()
@@ -174,6 +183,18 @@ func (a fileArg) cond() (ArgCond, error) {
 		}
 	}
 	return ArgCond{}, errdefs.Invalid("unknown op %q: use eq, ne or any_set", a.Op)
+}
+
+func parseFallback(s string) (Fallback, error) {
+	if s == "" {
+		return FallbackErrno, nil
+	}
+	for f, n := range fallbackNames {
+		if n == s {
+			return f, nil
+		}
+	}
+	return 0, errdefs.Invalid("unknown fallback %q: use errno or allow", s)
 }
 
 // parseErrno accepts a name (EPERM) or a number; empty means the default.

@@ -19,6 +19,11 @@
 //     lands inside the program, it ends in RET and fits BPF_MAXINSNS.
 //   - Eval is the policy's meaning in plain Go; tests hold the compiled
 //     program to it for thousands of random inputs.
+//   - A Notify rule blocks the calling thread until someone answers, so it
+//     compiles to SECCOMP_RET_USER_NOTIF only when asked for (CompileNotify,
+//     whose caller installs the filter with a listener and serves it).
+//     Compile, for every other use, gives each Notify rule its Fallback:
+//     nothing ever waits on a listener that does not exist.
 package seccomp
 
 import (
@@ -43,9 +48,35 @@ const (
 	Kill
 	// Log lets the syscall run and records it in the audit log.
 	Log
+	// Notify hands the syscall to the supervisor (SECCOMP_RET_USER_NOTIF),
+	// which audits it and answers for the kernel; without a listener the
+	// rule's Fallback applies instead.
+	Notify
 )
 
-var actionNames = map[Action]string{Allow: "allow", Errno: "errno", Kill: "kill", Log: "log"}
+var actionNames = map[Action]string{Allow: "allow", Errno: "errno", Kill: "kill", Log: "log", Notify: "notify"}
+
+// Fallback is what a Notify rule does when the program is compiled
+// without a listener. The zero value fails the call, so a rule that
+// forgets to say fails closed.
+type Fallback int
+
+const (
+	// FallbackErrno fails the syscall with Rule.Errno (EPERM when zero).
+	FallbackErrno Fallback = iota
+	// FallbackAllow lets it run: for a call the notification only watches
+	// (another wall, such as the network namespace, decides it).
+	FallbackAllow
+)
+
+var fallbackNames = map[Fallback]string{FallbackErrno: "errno", FallbackAllow: "allow"}
+
+func (f Fallback) String() string {
+	if s, ok := fallbackNames[f]; ok {
+		return s
+	}
+	return fmt.Sprintf("Fallback(%d)", int(f))
+}
 
 func (a Action) String() string {
 	if s, ok := actionNames[a]; ok {
@@ -61,7 +92,7 @@ func ParseAction(s string) (Action, error) {
 			return a, nil
 		}
 	}
-	return 0, errdefs.Invalid("unknown action %q: use allow, errno, kill or log", s)
+	return 0, errdefs.Invalid("unknown action %q: use allow, errno, kill, log or notify", s)
 }
 
 // Op is how an ArgCond compares an argument.
@@ -135,9 +166,13 @@ func (c ArgCond) String() string {
 type Rule struct {
 	Name   string
 	Action Action
-	Errno  unix.Errno
-	Args   []ArgCond
-	Reason string
+	// Errno is returned by an Errno rule, and by a Notify rule that falls
+	// back to FallbackErrno (EPERM when zero).
+	Errno unix.Errno
+	// Fallback is what a Notify rule does without a listener.
+	Fallback Fallback
+	Args     []ArgCond
+	Reason   string
 }
 
 func (r Rule) errno() unix.Errno {
@@ -177,6 +212,20 @@ func (r Rule) verdict() Verdict {
 	return Verdict{Action: r.Action}
 }
 
+// unwatched is the rule as it applies without a listener.
+func (r Rule) unwatched() Rule {
+	if r.Action != Notify {
+		return r
+	}
+	if r.Fallback == FallbackAllow {
+		r.Action, r.Errno = Allow, 0
+	} else {
+		r.Action = Errno
+	}
+	r.Fallback = FallbackErrno
+	return r
+}
+
 // Policy is a whole syscall wall: rules plus what happens to everything else.
 type Policy struct {
 	Name    string
@@ -190,10 +239,34 @@ func (p *Policy) defaultVerdict() Verdict {
 	return Rule{Action: p.Default, Errno: p.DefaultErrno}.verdict()
 }
 
+// Unwatched returns a copy of the policy in which every Notify rule is
+// replaced by its fallback: what the policy means when nobody listens.
+func (p *Policy) Unwatched() *Policy {
+	q := *p
+	q.Rules = make([]Rule, len(p.Rules))
+	for i, r := range p.Rules {
+		q.Rules[i] = r.unwatched()
+	}
+	return &q
+}
+
+// Watches reports whether some rule hands its syscall to a listener.
+func (p *Policy) Watches() bool {
+	for _, r := range p.Rules {
+		if r.Action == Notify {
+			return true
+		}
+	}
+	return false
+}
+
 // Validate checks every rule and names the first bad one.
 func (p *Policy) Validate() error {
 	if _, ok := actionNames[p.Default]; !ok {
 		return errdefs.Invalid("policy %q: unknown default action %d", p.Name, p.Default)
+	}
+	if p.Default == Notify {
+		return errdefs.Invalid("policy %q: the default cannot be notify: name the syscalls the supervisor should see in rules", p.Name)
 	}
 	for i, r := range p.Rules {
 		if err := r.validate(); err != nil {
@@ -212,6 +285,15 @@ func (r Rule) validate() error {
 	}
 	if r.Errno > 0xffff {
 		return errdefs.Invalid("errno %d does not fit in 16 bits", r.Errno)
+	}
+	if _, ok := fallbackNames[r.Fallback]; !ok {
+		return errdefs.Invalid("unknown fallback %d", r.Fallback)
+	}
+	if r.Fallback != FallbackErrno && r.Action != Notify {
+		return errdefs.Invalid("a fallback is set but the action is %s: only notify rules have one", r.Action)
+	}
+	if r.Errno != 0 && r.Action != Errno && (r.Action != Notify || r.Fallback != FallbackErrno) {
+		return errdefs.Invalid("errno %d is set but the rule never fails with it (action %s)", r.Errno, r.Action)
 	}
 	if strings.TrimSpace(r.Reason) == "" {
 		return errdefs.Invalid("no reason given: every rule must say why it exists")
@@ -270,6 +352,9 @@ func Explain(p *Policy, syscall string) (action string, reason string) {
 	var acts, reasons []string
 	for _, r := range rules {
 		a := r.verdict().String()
+		if r.Action == Notify {
+			a += " (" + r.unwatched().verdict().String() + " without a listener)"
+		}
 		if len(r.Args) > 0 {
 			a += " if " + condString(r.Args)
 		}

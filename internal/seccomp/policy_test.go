@@ -125,6 +125,67 @@ func TestNoAllowOutsideDocker(t *testing.T) {
 	}
 }
 
+// The attacks on the network wall that the supervisor should see reach it
+// in both profiles, however the flags are spelt, and fail without it; the
+// ordinary sockets and connects it does not need stay in the kernel.
+func TestWatchedNetworkCalls(t *testing.T) {
+	socket, _ := Number("socket")
+	connect, _ := Number("connect")
+	const hi = 0xdeadbeef00000000
+	watched := map[string][6]uint64{
+		"packet":           {unix.AF_PACKET, unix.SOCK_RAW, 0x300},
+		"packet dgram":     {unix.AF_PACKET, unix.SOCK_DGRAM | unix.SOCK_CLOEXEC, 8},
+		"inet sock_packet": {unix.AF_INET, 10, 0x300},
+		"raw":              {unix.AF_INET, unix.SOCK_RAW, unix.IPPROTO_ICMP},
+		"raw nonblock hi":  {hi | unix.AF_INET, unix.SOCK_RAW | unix.SOCK_NONBLOCK, unix.IPPROTO_UDP},
+		"raw6":             {unix.AF_INET6, unix.SOCK_RAW | unix.SOCK_CLOEXEC, unix.IPPROTO_ICMPV6},
+		"ping":             {unix.AF_INET, unix.SOCK_DGRAM, unix.IPPROTO_ICMP},
+		"ping hi":          {unix.AF_INET, unix.SOCK_DGRAM | unix.SOCK_CLOEXEC, hi | unix.IPPROTO_ICMP},
+		"ping6":            {unix.AF_INET6, unix.SOCK_DGRAM, unix.IPPROTO_ICMPV6},
+		"connect unix":     {3, 0, 110},
+		"connect abstract": {3, 0, 2 + 1 + 5},
+		"connect hi16":     {3, 0, 1<<32 | 17},
+	}
+	ordinary := map[string][6]uint64{
+		"tcp":              {unix.AF_INET, unix.SOCK_STREAM | unix.SOCK_CLOEXEC, 0},
+		"udp":              {unix.AF_INET, unix.SOCK_DGRAM, 0},
+		"tcp6":             {unix.AF_INET6, unix.SOCK_STREAM, unix.IPPROTO_TCP},
+		"udp6":             {unix.AF_INET6, unix.SOCK_DGRAM, unix.IPPROTO_UDP},
+		"unix":             {unix.AF_UNIX, unix.SOCK_STREAM, 0},
+		"connect inet":     {3, 0, 16},
+		"connect inet6":    {3, 0, 28},
+		"connect inet6 hi": {3, 0, hi | 28},
+	}
+	for _, p := range profiles(t) {
+		u := p.Unwatched()
+		for name, a := range watched {
+			nr := socket
+			if strings.HasPrefix(name, "connect") {
+				nr = connect
+			}
+			if v := p.Eval(unix.AUDIT_ARCH_X86_64, nr, a); v.Action != Notify {
+				t.Errorf("%s: %s %#x gives %s, want notify", p.Name, name, a, v)
+			}
+			want := Verdict{Errno, unix.EPERM}
+			if nr == connect {
+				want = Verdict{Action: Allow}
+			}
+			if v := u.Eval(unix.AUDIT_ARCH_X86_64, nr, a); v != want {
+				t.Errorf("%s without a listener: %s %#x gives %s, want %s", p.Name, name, a, v, want)
+			}
+		}
+		for name, a := range ordinary {
+			nr := socket
+			if strings.HasPrefix(name, "connect") {
+				nr = connect
+			}
+			if v := p.Eval(unix.AUDIT_ARCH_X86_64, nr, a); v.Action != Allow {
+				t.Errorf("%s: %s %#x gives %s, want allow", p.Name, name, a, v)
+			}
+		}
+	}
+}
+
 func TestPersonalityOnlyDockerValues(t *testing.T) {
 	p, _ := Profile("default")
 	nr, _ := Number("personality")
@@ -192,6 +253,16 @@ rules:
     action: errno
     errno: ENOSYS
     reason: fall back to clone
+  - name: socket
+    action: notify
+    errno: EACCES
+    args:
+      - {index: 0, op: eq, mask: 0xffffffff, value: 17}
+    reason: watch packet sockets
+  - name: connect
+    action: notify
+    fallback: allow
+    reason: watch connects
 `
 
 func TestParseFile(t *testing.T) {
@@ -210,10 +281,21 @@ func TestParseFile(t *testing.T) {
 		{0, [6]uint64{}, Verdict{Action: Allow}},
 		{435, [6]uint64{}, Verdict{Errno, unix.ENOSYS}},
 		{39, [6]uint64{}, Verdict{Errno, unix.EACCES}},
+		{41, [6]uint64{17}, Verdict{Action: Notify}},
+		{42, [6]uint64{}, Verdict{Action: Notify}},
 	} {
 		if got := p.Eval(unix.AUDIT_ARCH_X86_64, c.nr, c.args); got != c.want {
 			t.Errorf("nr %d args %#x: %s, want %s", c.nr, c.args, got, c.want)
 		}
+	}
+	// Without a listener (how a policy file is always installed) the
+	// notify rules take their fallbacks.
+	u := p.Unwatched()
+	if got := u.Eval(unix.AUDIT_ARCH_X86_64, 41, [6]uint64{17}); got != (Verdict{Errno, unix.EACCES}) {
+		t.Errorf("unwatched packet socket: %s, want errno(EACCES)", got)
+	}
+	if got := u.Eval(unix.AUDIT_ARCH_X86_64, 42, [6]uint64{}); got != (Verdict{Action: Allow}) {
+		t.Errorf("unwatched connect: %s, want allow", got)
 	}
 	checkAgainstEval(t, p, 2000, 4)
 
@@ -237,11 +319,17 @@ func TestParseFileErrors(t *testing.T) {
 		"  - {name: ioctl, action: allow, args: [{index: 1, op: gt}], reason: r}":                           `rule 2 (ioctl): args[0]: unknown op "gt"`,
 		"  - {name: ioctl, action: allow, args: [{index: 1, op: eq, mask: 0xff, value: 0x100}], reason: r}": "rule 2 (ioctl): value 0x100 has bits outside mask",
 		"  - {name: read, names: [write], action: allow, reason: r}":                                        "rule 2 (read): give exactly one of name or names",
+		"  - {name: getpid, action: errno, fallback: allow, reason: r}":                                     "rule 2 (getpid): fallback is set but the action is errno",
+		"  - {name: getpid, action: notify, fallback: maybe, reason: r}":                                    `rule 2 (getpid): unknown fallback "maybe"`,
+		"  - {name: getpid, action: notify, fallback: allow, errno: EPERM, reason: r}":                      "rule 2 (getpid): errno is set",
 	} {
 		_, err := ParseFile([]byte(head + rule + "\n"))
 		if err == nil || !strings.Contains(err.Error(), want) || !errors.Is(err, errdefs.ErrInvalid) {
 			t.Errorf("rule %s: error %v, want one containing %q", rule, err, want)
 		}
+	}
+	if _, err := ParseFile([]byte("version: 1\nname: n\ndefault: notify\n")); err == nil || !strings.Contains(err.Error(), "default cannot be notify") {
+		t.Errorf("default notify: %v", err)
 	}
 	if _, err := ParseFile([]byte("name: v0\ndefault: errno\n")); err == nil || !strings.Contains(err.Error(), "version") {
 		t.Errorf("missing version: %v", err)

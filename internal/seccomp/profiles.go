@@ -18,7 +18,45 @@ const (
 	// sockTypeMask drops SOCK_NONBLOCK|SOCK_CLOEXEC from socket's type.
 	sockTypeMask = 0xf
 	prSetMM      = 35
+	// sockPacket is SOCK_PACKET, the obsolete type that the kernel turns
+	// (AF_INET, SOCK_PACKET) into a packet socket for (net/socket.c).
+	sockPacket = 10
+	// Address lengths of sockaddr_in and sockaddr_in6.
+	sizeofSockaddrInet4 = 16
+	sizeofSockaddrInet6 = 28
 )
+
+// watchedSockets are the socket() calls the supervisor sees and refuses
+// (EPERM, as the rules without a listener do): every one is an attack on
+// the network wall, and the audit trail should show it. They come before
+// the rules that allow AF_INET and AF_INET6, in both profiles. The pod has
+// no CAP_NET_RAW, so the kernel would refuse most of them anyway; seccomp
+// refuses them first and says so.
+var watchedSockets = []Rule{
+	{Name: "socket", Action: Notify, Args: []ArgCond{arg(0, Eq, Low32, unix.AF_PACKET)},
+		Reason: "Packet sockets read and forge link-layer frames below every rule of the network wall; the attempt is audited (net.socket) and refused."},
+	{Name: "socket", Action: Notify, Args: []ArgCond{arg(0, Eq, Low32, unix.AF_INET), arg(1, Eq, sockTypeMask, sockPacket)},
+		Reason: "(AF_INET, SOCK_PACKET) is the obsolete spelling of a packet socket, which the kernel still honours; audited and refused as one."},
+	{Name: "socket", Action: Notify, Args: []ArgCond{arg(0, Eq, Low32, unix.AF_INET), arg(1, Eq, sockTypeMask, unix.SOCK_RAW)},
+		Reason: "Raw IP sockets forge packets and sniff traffic; SOCK_NONBLOCK and SOCK_CLOEXEC are masked off before the type is compared. Audited and refused."},
+	{Name: "socket", Action: Notify, Args: []ArgCond{arg(0, Eq, Low32, unix.AF_INET6), arg(1, Eq, sockTypeMask, unix.SOCK_RAW)},
+		Reason: "Raw IPv6 sockets, as for IPv4."},
+	{Name: "socket", Action: Notify, Args: []ArgCond{arg(0, Eq, Low32, unix.AF_INET), arg(1, Eq, sockTypeMask, unix.SOCK_DGRAM), arg(2, Eq, Low32, unix.IPPROTO_ICMP)},
+		Reason: "ICMP \"ping\" sockets: ICMP never leaves a pod, so the socket is refused where the attempt can be audited rather than dropped silently later."},
+	{Name: "socket", Action: Notify, Args: []ArgCond{arg(0, Eq, Low32, unix.AF_INET6), arg(1, Eq, sockTypeMask, unix.SOCK_DGRAM), arg(2, Eq, Low32, unix.IPPROTO_ICMPV6)},
+		Reason: "ICMPv6 ping sockets, as for IPv4."},
+}
+
+// watchedConnect makes unix-socket connects visible to the supervisor.
+// BPF cannot read the address, only its length: connects the length says
+// are IPv4 or IPv6 (which the network wall sees anyway) stay in the
+// kernel's fast path, everything else is shown to the supervisor.
+var watchedConnect = []Rule{
+	{Name: "connect", Action: Notify, Fallback: FallbackAllow,
+		Args:   []ArgCond{arg(2, Ne, Low32, sizeofSockaddrInet4), arg(2, Ne, Low32, sizeofSockaddrInet6)},
+		Reason: "A connect whose address length is neither a sockaddr_in's (16) nor a sockaddr_in6's (28), in practice a unix socket, goes to the supervisor, which reads the address: a path, or an abstract name bound in the pod's own network namespace, goes ahead; an abstract name bound nowhere in it (one the agent hoped to find on the host) is audited (net.abstract) and refused with ECONNREFUSED. The pod's network namespace is what keeps host abstract sockets out of reach; this makes the attempt visible. Without a listener the connect is allowed, as before."},
+	{Name: "connect", Action: Allow, Reason: "Sockets once created (creation is filtered by family); the network wall decides where they reach."},
+}
 
 // allow makes one unconditional Allow rule per name.
 func allow(reason string, names ...string) []Rule {
@@ -97,7 +135,7 @@ var dockerAllowed = []struct {
 		"epoll_wait", "epoll_wait_old", "epoll_pwait", "epoll_pwait2", "eventfd", "eventfd2",
 	}},
 	{"Sockets once created (creation is filtered by family); the network wall decides where they reach.", []string{
-		"bind", "connect", "listen", "accept", "accept4", "shutdown", "getsockname", "getpeername", "getsockopt", "setsockopt",
+		"bind", "listen", "accept", "accept4", "shutdown", "getsockname", "getpeername", "getsockopt", "setsockopt",
 		"sendto", "sendmsg", "sendmmsg", "recvfrom", "recvmsg", "recvmmsg",
 	}},
 	{"System V and POSIX IPC, private to the pod's IPC namespace.", []string{
@@ -149,7 +187,7 @@ var deniedRules = [][]Rule{
 }
 
 // filteredRules are the calls allowed only for some arguments.
-var filteredRules = []Rule{
+var filteredRules = concat([]Rule{
 	{Name: "clone", Action: Errno, Args: []ArgCond{arg(0, AnySet, cloneNewMask, 0)},
 		Reason: "clone may not create namespaces (CLONE_NEW* flags in arg0); plain fork and thread creation stay allowed."},
 	{Name: "clone", Action: Allow, Reason: "Process and thread creation."},
@@ -161,28 +199,25 @@ var filteredRules = []Rule{
 		Reason: "TIOCLINUX can paste console selections into the input, the same injection as TIOCSTI."},
 	{Name: "ioctl", Action: Allow, Reason: "Terminals, files and sockets need ioctl; the dangerous requests are denied above."},
 	{Name: "socket", Action: Allow, Args: []ArgCond{arg(0, Eq, Low32, unix.AF_UNIX)},
-		Reason: "Unix sockets within the pod."},
-	{Name: "socket", Action: Errno, Args: []ArgCond{arg(0, Eq, Low32, unix.AF_INET), arg(1, Eq, sockTypeMask, unix.SOCK_RAW)},
-		Reason: "Raw IP sockets forge packets and sniff traffic; SOCK_NONBLOCK and SOCK_CLOEXEC are masked off before the type is compared."},
-	{Name: "socket", Action: Errno, Args: []ArgCond{arg(0, Eq, Low32, unix.AF_INET6), arg(1, Eq, sockTypeMask, unix.SOCK_RAW)},
-		Reason: "Raw IPv6 sockets, as for IPv4."},
-	{Name: "socket", Action: Allow, Args: []ArgCond{arg(0, Eq, Low32, unix.AF_INET)},
-		Reason: "TCP and UDP over IPv4, through the network wall."},
-	{Name: "socket", Action: Allow, Args: []ArgCond{arg(0, Eq, Low32, unix.AF_INET6)},
-		Reason: "TCP and UDP over IPv6, through the network wall."},
-	{Name: "socket", Action: Allow, Args: []ArgCond{arg(0, Eq, Low32, unix.AF_NETLINK), arg(2, Eq, Low32, unix.NETLINK_ROUTE)},
-		Reason: "NETLINK_ROUTE only: glibc's getaddrinfo and if_nameindex read interfaces and addresses through it. Every other netlink protocol (audit, netfilter, ...), AF_PACKET, AF_ALG, AF_VSOCK, AF_KEY, Bluetooth and all other families fall to the default."},
-	{Name: "socketpair", Action: Allow, Args: []ArgCond{arg(0, Eq, Low32, unix.AF_UNIX)},
-		Reason: "Only AF_UNIX implements socketpair."},
-	{Name: "personality", Action: Allow, Args: []ArgCond{arg(0, Eq, Low32, 0)}, Reason: personalityReason},
-	{Name: "personality", Action: Allow, Args: []ArgCond{arg(0, Eq, Low32, 0x0008)}, Reason: personalityReason},
-	{Name: "personality", Action: Allow, Args: []ArgCond{arg(0, Eq, Low32, 0x20000)}, Reason: personalityReason},
-	{Name: "personality", Action: Allow, Args: []ArgCond{arg(0, Eq, Low32, 0x20008)}, Reason: personalityReason},
-	{Name: "personality", Action: Allow, Args: []ArgCond{arg(0, Eq, Low32, 0xffffffff)}, Reason: personalityReason},
-	{Name: "prctl", Action: Errno, Args: []ArgCond{arg(0, Eq, Low32, prSetMM)},
-		Reason: "PR_SET_MM rewrites a process's memory map descriptors (exe link, auxv, stack), which checkpoint tools need and agents do not. PR_SET_PTRACER is left alone: ptrace is denied outright."},
-	{Name: "prctl", Action: Allow, Reason: "Thread names, no_new_privs, dumpable, seccomp and the like."},
-}
+		Reason: "Unix sockets within the pod."}},
+	watchedSockets, []Rule{
+		{Name: "socket", Action: Allow, Args: []ArgCond{arg(0, Eq, Low32, unix.AF_INET)},
+			Reason: "TCP and UDP over IPv4, through the network wall."},
+		{Name: "socket", Action: Allow, Args: []ArgCond{arg(0, Eq, Low32, unix.AF_INET6)},
+			Reason: "TCP and UDP over IPv6, through the network wall."},
+		{Name: "socket", Action: Allow, Args: []ArgCond{arg(0, Eq, Low32, unix.AF_NETLINK), arg(2, Eq, Low32, unix.NETLINK_ROUTE)},
+			Reason: "NETLINK_ROUTE only: glibc's getaddrinfo and if_nameindex read interfaces and addresses through it. Every other netlink protocol (audit, netfilter, ...), AF_ALG, AF_VSOCK, AF_KEY, Bluetooth and all other families fall to the default."},
+		{Name: "socketpair", Action: Allow, Args: []ArgCond{arg(0, Eq, Low32, unix.AF_UNIX)},
+			Reason: "Only AF_UNIX implements socketpair."},
+		{Name: "personality", Action: Allow, Args: []ArgCond{arg(0, Eq, Low32, 0)}, Reason: personalityReason},
+		{Name: "personality", Action: Allow, Args: []ArgCond{arg(0, Eq, Low32, 0x0008)}, Reason: personalityReason},
+		{Name: "personality", Action: Allow, Args: []ArgCond{arg(0, Eq, Low32, 0x20000)}, Reason: personalityReason},
+		{Name: "personality", Action: Allow, Args: []ArgCond{arg(0, Eq, Low32, 0x20008)}, Reason: personalityReason},
+		{Name: "personality", Action: Allow, Args: []ArgCond{arg(0, Eq, Low32, 0xffffffff)}, Reason: personalityReason},
+		{Name: "prctl", Action: Errno, Args: []ArgCond{arg(0, Eq, Low32, prSetMM)},
+			Reason: "PR_SET_MM rewrites a process's memory map descriptors (exe link, auxv, stack), which checkpoint tools need and agents do not. PR_SET_PTRACER is left alone: ptrace is denied outright."},
+		{Name: "prctl", Action: Allow, Reason: "Thread names, no_new_privs, dumpable, seccomp and the like."}},
+	watchedConnect)
 
 const personalityReason = "Only the personas Docker allows: PER_LINUX, PER_LINUX32, UNAME26 and the query 0xffffffff; others such as ADDR_NO_RANDOMIZE switch off ASLR or READ_IMPLIES_EXEC make data executable."
 
@@ -198,25 +233,27 @@ func defaultPolicy() *Policy {
 	return p
 }
 
-// strictRules replace every default rule for the syscalls they name.
-var strictRules = []Rule{
+// strictRules replace every default rule for the syscalls they name
+// (connect keeps its default rules: strict has no other).
+var strictRules = concat([]Rule{
 	{Name: "socket", Action: Allow, Args: []ArgCond{arg(0, Eq, Low32, unix.AF_UNIX)},
-		Reason: "strict: Unix sockets within the pod."},
-	{Name: "socket", Action: Allow, Args: []ArgCond{arg(0, Eq, Low32, unix.AF_INET), arg(1, Eq, sockTypeMask, unix.SOCK_STREAM)},
-		Reason: "strict: TCP over IPv4 only (the network wall proxies TCP)."},
-	{Name: "socket", Action: Allow, Args: []ArgCond{arg(0, Eq, Low32, unix.AF_INET), arg(1, Eq, sockTypeMask, unix.SOCK_DGRAM)},
-		Reason: "strict: UDP over IPv4 (DNS to the pod's resolver)."},
-	{Name: "socket", Action: Allow, Args: []ArgCond{arg(0, Eq, Low32, unix.AF_INET6), arg(1, Eq, sockTypeMask, unix.SOCK_STREAM)},
-		Reason: "strict: TCP over IPv6."},
-	{Name: "socket", Action: Allow, Args: []ArgCond{arg(0, Eq, Low32, unix.AF_INET6), arg(1, Eq, sockTypeMask, unix.SOCK_DGRAM)},
-		Reason: "strict: UDP over IPv6."},
-	{Name: "personality", Action: Allow, Args: []ArgCond{arg(0, Eq, Low32, 0xffffffff)},
-		Reason: "strict: the persona may be queried, never changed."},
-	{Name: "prctl", Action: Errno, Args: []ArgCond{arg(0, Eq, Low32, prSetMM)}, Reason: "strict: as in default."},
-	{Name: "prctl", Action: Errno, Args: []ArgCond{arg(0, Eq, Low32, unix.PR_SET_DUMPABLE)},
-		Reason: "strict: a process stays as dumpable as it was started, so a compromised helper cannot reopen itself to others."},
-	{Name: "prctl", Action: Allow, Reason: "strict: other prctl options."},
-}
+		Reason: "strict: Unix sockets within the pod."}},
+	watchedSockets, []Rule{
+		{Name: "socket", Action: Allow, Args: []ArgCond{arg(0, Eq, Low32, unix.AF_INET), arg(1, Eq, sockTypeMask, unix.SOCK_STREAM)},
+			Reason: "strict: TCP over IPv4 only (the network wall proxies TCP)."},
+		{Name: "socket", Action: Allow, Args: []ArgCond{arg(0, Eq, Low32, unix.AF_INET), arg(1, Eq, sockTypeMask, unix.SOCK_DGRAM)},
+			Reason: "strict: UDP over IPv4 (DNS to the pod's resolver)."},
+		{Name: "socket", Action: Allow, Args: []ArgCond{arg(0, Eq, Low32, unix.AF_INET6), arg(1, Eq, sockTypeMask, unix.SOCK_STREAM)},
+			Reason: "strict: TCP over IPv6."},
+		{Name: "socket", Action: Allow, Args: []ArgCond{arg(0, Eq, Low32, unix.AF_INET6), arg(1, Eq, sockTypeMask, unix.SOCK_DGRAM)},
+			Reason: "strict: UDP over IPv6."},
+		{Name: "personality", Action: Allow, Args: []ArgCond{arg(0, Eq, Low32, 0xffffffff)},
+			Reason: "strict: the persona may be queried, never changed."},
+		{Name: "prctl", Action: Errno, Args: []ArgCond{arg(0, Eq, Low32, prSetMM)}, Reason: "strict: as in default."},
+		{Name: "prctl", Action: Errno, Args: []ArgCond{arg(0, Eq, Low32, unix.PR_SET_DUMPABLE)},
+			Reason: "strict: a process stays as dumpable as it was started, so a compromised helper cannot reopen itself to others."},
+		{Name: "prctl", Action: Allow, Reason: "strict: other prctl options."},
+	})
 
 // strictDenied are allowed by default and refused by strict. Netlink needs
 // no rule here: strict's socket rules simply do not allow AF_NETLINK.
