@@ -263,6 +263,9 @@ func deniedProbes() []probe {
 		d("socket(AF_NETLINK, NETLINK_NETFILTER)", closing(raw(unix.SYS_SOCKET, unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_NETFILTER))),
 		d("socket(AF_INET, SOCK_RAW|SOCK_CLOEXEC)", closing(raw(unix.SYS_SOCKET, unix.AF_INET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_ICMP))),
 		d("socket(AF_INET6, SOCK_RAW|SOCK_NONBLOCK)", closing(raw(unix.SYS_SOCKET, unix.AF_INET6, unix.SOCK_RAW|unix.SOCK_NONBLOCK, unix.IPPROTO_ICMPV6))),
+		d("socket(AF_INET, SOCK_DGRAM, IPPROTO_ICMP)", closing(raw(unix.SYS_SOCKET, unix.AF_INET, unix.SOCK_DGRAM, unix.IPPROTO_ICMP))),
+		d("socket(AF_INET6, SOCK_DGRAM|SOCK_CLOEXEC, IPPROTO_ICMPV6)", closing(raw(unix.SYS_SOCKET, unix.AF_INET6, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, unix.IPPROTO_ICMPV6))),
+		d("socket(AF_INET, SOCK_PACKET)", closing(raw(unix.SYS_SOCKET, unix.AF_INET, sockPacket, 0x0300))),
 		d("socketpair(AF_INET)", raw(unix.SYS_SOCKETPAIR, unix.AF_INET, unix.SOCK_STREAM, 0, uintptr(unsafe.Pointer(&[2]int32{})))),
 		// PR_SET_MM_MAP_SIZE (17) just reports a size, so the control succeeds.
 		d("prctl(PR_SET_MM)", raw(unix.SYS_PRCTL, prSetMM, 17, uintptr(unsafe.Pointer(new(uint32))), 0, 0)),
@@ -283,9 +286,26 @@ func allowedProbes() []probe {
 		ok("socket(AF_UNIX)", closing(raw(unix.SYS_SOCKET, unix.AF_UNIX, unix.SOCK_STREAM, 0))),
 		ok("socket(AF_NETLINK, NETLINK_ROUTE)", closing(raw(unix.SYS_SOCKET, unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_ROUTE))),
 		ok("socketpair(AF_UNIX)", raw(unix.SYS_SOCKETPAIR, unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0, uintptr(unsafe.Pointer(&pair)))),
+		// Without a listener the connect watch is an allow: an unbound
+		// abstract name fails as the kernel says, not with EPERM.
+		{"connect(AF_UNIX, unbound abstract)", "ECONNREFUSED", connectAbstract("airlock-kernel-test-unbound")},
 		ok("personality(query)", raw(unix.SYS_PERSONALITY, 0xffffffff)),
 		ok("prctl(PR_GET_NO_NEW_PRIVS)", raw(unix.SYS_PRCTL, unix.PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0)),
 		ok("uname", raw(unix.SYS_UNAME, uintptr(unsafe.Pointer(&unix.Utsname{})))),
+	}
+}
+
+func connectAbstract(name string) func() (uintptr, unix.Errno) {
+	return func() (uintptr, unix.Errno) {
+		fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			return 0, err.(unix.Errno)
+		}
+		defer unix.Close(fd)
+		if err := unix.Connect(fd, &unix.SockaddrUnix{Name: "@" + name}); err != nil {
+			return 0, err.(unix.Errno)
+		}
+		return 0, 0
 	}
 }
 
@@ -374,6 +394,17 @@ func TestKernelDefaultDenies(t *testing.T) {
 		}
 	}
 	t.Logf("%d probes; already EPERM without the filter (the filter's EPERM is not distinguishable there): %v", len(got)-1, alreadyEPERM)
+}
+
+// The user-notification structures match the sizes the kernel's ioctl
+// numbers encode (linux/seccomp.h).
+func TestNotifyABI(t *testing.T) {
+	if s := unsafe.Sizeof(seccompNotif{}); s != unix.SECCOMP_IOCTL_NOTIF_RECV>>16&0x3fff {
+		t.Errorf("seccomp_notif is %d bytes; the ioctl says %d", s, unix.SECCOMP_IOCTL_NOTIF_RECV>>16&0x3fff)
+	}
+	if s := unsafe.Sizeof(seccompNotifResp{}); s != unix.SECCOMP_IOCTL_NOTIF_SEND>>16&0x3fff {
+		t.Errorf("seccomp_notif_resp is %d bytes; the ioctl says %d", s, unix.SECCOMP_IOCTL_NOTIF_SEND>>16&0x3fff)
+	}
 }
 
 func TestKernelStrictDeniesNetlink(t *testing.T) {
