@@ -97,7 +97,7 @@ type Spec struct {
 	// Cols are its size at start.
 	TTY        bool
 	Rows, Cols uint16
-	NewNet bool
+	NewNet     bool
 	// Seccomp is a classic BPF program, installed last (nil: none).
 	Seccomp  []unix.SockFilter
 	Landlock *LandlockSpec // nil: none

@@ -52,9 +52,9 @@ type Process struct {
 	// by name (FileTerminal, FileNotify); the caller owns and closes them.
 	Files map[string]*os.File
 	proc  *os.Process
-	done chan struct{}
-	code int
-	err  error
+	done  chan struct{}
+	code  int
+	err   error
 }
 
 type started struct {
