@@ -48,9 +48,10 @@ func killAll(freeze, thaw func() error, procs func() ([]int, error)) error {
 		}
 		if frozen {
 			terr := thaw()
-			if terr != nil && err == nil && len(pids) > 0 && errors.Is(terr, fs.ErrNotExist) {
-				// Our SIGKILLs emptied the group and its owner removed
-				// it before the thaw: a removed group holds nobody.
+			if terr != nil && err == nil && errors.Is(terr, fs.ErrNotExist) {
+				// The group emptied (our SIGKILLs, or its processes
+				// ended) and its owner removed it before the thaw: the
+				// kernel removes only empty groups, so none is left.
 				return nil
 			}
 			if terr != nil && err == nil {

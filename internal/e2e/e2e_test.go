@@ -20,6 +20,11 @@ import (
 var bin string
 
 func TestMain(m *testing.M) {
+	// Started through sudo, every pod would act for the sudo user
+	// (pod.InvokerFor); the tests that want that set the variables.
+	for _, v := range []string{"SUDO_UID", "SUDO_GID", "SUDO_USER", "SUDO_COMMAND"} {
+		os.Unsetenv(v)
+	}
 	bin = os.Getenv("AIRLOCK_BIN")
 	if bin == "" {
 		dir, err := os.MkdirTemp("", "airlock-e2e-bin")

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -410,5 +411,50 @@ func TestCommitReplacedDirectory(t *testing.T) {
 	r := e.must("run", "p", "--", "sh", "-c", "ls -A lib")
 	if strings.TrimSpace(r.stdout) != "c.txt" {
 		t.Errorf("after undo the pod sees lib as %q, want only c.txt", r.stdout)
+	}
+}
+
+// Root reached through sudo acts for the person who ran sudo, in a
+// workspace that person owns: the agent runs as them (root without
+// capabilities could not write a directory they own), and what it wrote
+// is theirs on the host after commit. In a workspace root owns, root
+// stays root whatever sudo's variables say.
+func TestSudoRunsAgentAsInvoker(t *testing.T) {
+	e := newEnv(t)
+	const uid, gid = 4321, 4322
+	if err := os.Chmod(filepath.Dir(e.ws), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := filepath.Walk(e.ws, func(p string, _ os.FileInfo, err error) error {
+		if err != nil {
+			return err
+		}
+		return os.Lchown(p, uid, gid)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	sudo := []string{"SUDO_UID=4321", "SUDO_GID=4322", "SUDO_USER=alice-test"}
+	r := e.runEnv(sudo, "", "run", "-T", "--", "sh", "-c", "id -u; id -g; echo made > by-agent.txt && echo WROTE")
+	if r.code != 0 || r.stdout != "4321\n4322\nWROTE\n" {
+		t.Fatalf("agent under sudo: exit %d, stdout %q (want uid 4321, gid 4322, a write), stderr %s", r.code, r.stdout, r.stderr)
+	}
+	if r := e.runEnv(sudo, "", "commit"); r.code != 0 {
+		t.Fatalf("commit: exit %d: %s", r.code, r.stderr)
+	}
+	fi, err := os.Stat(filepath.Join(e.ws, "by-agent.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := fi.Sys().(*syscall.Stat_t); st.Uid != uid || st.Gid != gid {
+		t.Errorf("the agent's file is owned by %d:%d on the host, want the invoker's %d:%d", st.Uid, st.Gid, uid, gid)
+	}
+	if out := e.read("by-agent.txt"); out != "made\n" {
+		t.Errorf("committed file holds %q", out)
+	}
+
+	other := newEnv(t) // root-owned workspace
+	r = other.runEnv(sudo, "", "run", "-T", "--", "id", "-u")
+	if r.code != 0 || r.stdout != "0\n" {
+		t.Errorf("in a root-owned workspace under sudo: exit %d, stdout %q, want root (0)", r.code, r.stdout)
 	}
 }

@@ -99,6 +99,12 @@ func TestInteractiveTerminal(t *testing.T) {
 	s.send("stty size; test -t 0 && echo IS-A-TTY\n")
 	s.expect("30 100")
 	s.expect("IS-A-TTY")
+	// The terminal is the pod's own: ttyname finds it in the pod's
+	// devpts (a host pty would read "not a tty"), /dev/tty opens it, and
+	// no other pty is visible there.
+	s.send("echo TTY=$(tty) PTS=$(ls /dev/pts | tr '\\n' ,); echo via-dev-tty >/dev/tty && echo DEVTTY-OK\n")
+	s.expect("TTY=/dev/pts/0 PTS=0,ptmx,")
+	s.expect("DEVTTY-OK")
 
 	if err := pty.Setsize(s.ptmx, &pty.Winsize{Rows: 40, Cols: 120}); err != nil {
 		t.Fatal(err)

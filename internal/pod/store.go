@@ -42,7 +42,7 @@ func (s *Store) Create(name, workspace string, cfg *config.Config) (*Pod, error)
 	if err != nil {
 		return nil, fmt.Errorf("creating pod %s: %w", name, err)
 	}
-	p := &Pod{Name: name, Dir: tmp, Config: cfg, State: State{Name: name, Workspace: ws, Home: hostHome(), Created: time.Now().UTC()}}
+	p := &Pod{Name: name, Dir: tmp, Config: cfg, State: State{Name: name, Workspace: ws, Home: InvokerFor(ws).Home, Created: time.Now().UTC()}}
 	if err := p.build(); err != nil {
 		os.RemoveAll(tmp)
 		return nil, err
@@ -157,18 +157,6 @@ func (s *Store) checkWorkspace(workspace string) (string, error) {
 		return "", errdefs.Invalid("workspace %s overlaps the airlock home %s; pick a workspace outside it (or move AIRLOCK_HOME)", ws, s.Home)
 	}
 	return ws, nil
-}
-
-// hostHome is the caller's home directory, symlink-resolved; "" if unknown.
-func hostHome() string {
-	h, err := os.UserHomeDir()
-	if err != nil || !filepath.IsAbs(h) {
-		return ""
-	}
-	if r, err := filepath.EvalSymlinks(h); err == nil {
-		return r
-	}
-	return filepath.Clean(h)
 }
 
 // Get loads the pod called name.

@@ -80,17 +80,16 @@ func runTTY(spec *Spec) (int, error) {
 	if out == nil {
 		out = os.Stdout
 	}
-	ptmx, tty, err := pty.Open()
-	if err != nil {
-		return ExitSetup, fmt.Errorf("allocating a terminal for the pod: %w (is /dev/pts mounted?)", err)
+	inner := *spec
+	// The init allocates the agent's pty in the pod's devpts and hands
+	// the master back; the host terminal itself never enters the pod.
+	inner.Stdin, inner.Stdout, inner.Stderr = nil, nil, nil
+	if ws, err := unix.IoctlGetWinsize(int(host.Fd()), unix.TIOCGWINSZ); err == nil {
+		inner.Rows, inner.Cols = ws.Row, ws.Col
 	}
-	defer ptmx.Close()
-	resize := func() { _ = pty.InheritSize(host, ptmx) }
-	resize()
 	if term.IsTerminal(int(host.Fd())) {
 		old, err := term.MakeRaw(int(host.Fd()))
 		if err != nil {
-			tty.Close()
 			return ExitSetup, fmt.Errorf("putting the terminal in raw mode: %w", err)
 		}
 		defer func() { _ = term.Restore(int(host.Fd()), old) }()
@@ -98,13 +97,19 @@ func runTTY(spec *Spec) (int, error) {
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, append(forwarded, syscall.SIGWINCH)...)
 	defer signal.Stop(sigs)
-	inner := *spec
-	inner.Stdin, inner.Stdout, inner.Stderr = tty, tty, tty
 	p, err := Start(&inner)
-	tty.Close() // only the pod holds the terminal now: its exit ends the copy below
 	if err != nil {
 		return startCode(err), err
 	}
+	ptmx := p.Files[FileTerminal]
+	if ptmx == nil {
+		_ = p.Signal(syscall.SIGKILL)
+		p.Wait()
+		return ExitSetup, fmt.Errorf("the pod's init handed back no terminal")
+	}
+	defer ptmx.Close()
+	resize := func() { _ = pty.InheritSize(host, ptmx) }
+	resize() // the size may have changed while the pod started
 	stopR, stopW, err := os.Pipe()
 	if err != nil {
 		_ = p.Signal(syscall.SIGKILL)

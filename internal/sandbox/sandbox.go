@@ -90,10 +90,14 @@ type Spec struct {
 	// on which the init mounts the view's root tmpfs, inside its own mount
 	// namespace.
 	RootDir string
-	// TTY gives the agent a terminal: Run allocates a pty, the agent gets
-	// it as its controlling terminal.
-	TTY    bool
-	NewNet bool
+	// TTY gives the agent a terminal: the init allocates a pty in the
+	// pod's own devpts (so ttyname works and no host terminal enters the
+	// pod), the agent gets it as its controlling terminal, and Start
+	// hands the master back as Process.Files[FileTerminal]. Rows and
+	// Cols are its size at start.
+	TTY        bool
+	Rows, Cols uint16
+	NewNet     bool
 	// Seccomp is a classic BPF program, installed last (nil: none).
 	Seccomp  []unix.SockFilter
 	Landlock *LandlockSpec // nil: none
@@ -122,6 +126,8 @@ type InitSpec struct {
 	Mounts   []Mount           `json:"mounts,omitempty"`
 	RootDir  string            `json:"root"`
 	TTY      bool              `json:"tty,omitempty"`
+	Rows     uint16            `json:"rows,omitempty"` // the terminal's size, with TTY
+	Cols     uint16            `json:"cols,omitempty"`
 	Seccomp  []unix.SockFilter `json:"seccomp,omitempty"`
 	Landlock *LandlockSpec     `json:"landlock,omitempty"`
 }
@@ -131,11 +137,14 @@ const (
 	// SpecFD carries a 4-byte big-endian length, the JSON InitSpec, then
 	// one "go" byte.
 	SpecFD = 3
-	// StatusFD carries one line: StatusOK, or "<code> <class> <message>"
-	// where code is the exit code the run should report (125 setup
-	// failure, 126 not executable, 127 not found) and class is one of
-	// ClassUnsupported, ClassNotFound, ClassOther. After StatusOK, one
-	// more line, StatusExit and the command's exit code, when it ends.
+	// StatusFD is a SOCK_SEQPACKET socket; every message is one record.
+	// The first is StatusOK followed by the names of the files it
+	// carries (SCM_RIGHTS, in that order: FileTerminal, FileNotify), or
+	// "<code> <class> <message>" where code is the exit code the run
+	// should report (125 setup failure, 126 not executable, 127 not
+	// found) and class is one of ClassUnsupported, ClassNotFound,
+	// ClassOther. After StatusOK, one more record, StatusExit and the
+	// command's exit code, when it ends.
 	StatusFD = 4
 
 	StatusOK         = "ok"
@@ -143,6 +152,12 @@ const (
 	ClassUnsupported = "unsupported"
 	ClassNotFound    = "notfound"
 	ClassOther       = "-"
+
+	// FileTerminal is the master of the agent's terminal, allocated in
+	// the pod's own devpts when the spec asks for a TTY.
+	FileTerminal = "terminal"
+	// FileNotify is the seccomp user-notification listener of the pod.
+	FileNotify = "seccomp-notify"
 )
 
 // Exit codes for failures before the command runs (as in POSIX shells and

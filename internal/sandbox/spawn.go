@@ -1,17 +1,19 @@
 package sandbox
 
 import (
-	"bufio"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/airlock-dev/airlock/internal/errdefs"
 )
@@ -45,11 +47,14 @@ func (e *SetupError) Is(target error) bool {
 // Process is a started pod: its init, PID 1 of the pod's PID namespace.
 type Process struct {
 	// Pid is the init's PID in the supervisor's PID namespace.
-	Pid  int
-	proc *os.Process
-	done chan struct{}
-	code int
-	err  error
+	Pid int
+	// Files are what the init handed over with its first status record,
+	// by name (FileTerminal, FileNotify); the caller owns and closes them.
+	Files map[string]*os.File
+	proc  *os.Process
+	done  chan struct{}
+	code  int
+	err   error
 }
 
 type started struct {
@@ -75,10 +80,10 @@ func Start(spec *Spec) (*Process, error) {
 		return nil, fmt.Errorf("creating the spec pipe: %w", err)
 	}
 	defer specW.Close()
-	statR, statW, err := os.Pipe()
+	statR, statW, err := statusPair()
 	if err != nil {
 		specR.Close()
-		return nil, fmt.Errorf("creating the status pipe: %w", err)
+		return nil, err
 	}
 	statOpen := true
 	defer func() {
@@ -100,28 +105,87 @@ func Start(spec *Spec) (*Process, error) {
 		return nil, fmt.Errorf("starting the pod's init: %w", s.err)
 	}
 	p.proc, p.Pid = s.proc, s.proc.Pid
-	status := bufio.NewReader(statR)
-	if err := p.handshake(spec, data, specW, status); err != nil {
+	if err := p.handshake(spec, data, specW, statR); err != nil {
 		_ = p.proc.Kill()
 		<-p.done
 		return nil, err
 	}
 	if spec.OnExit != nil {
 		statOpen = false
-		go watchExit(statR, status, spec.OnExit)
+		go watchExit(statR, spec.OnExit)
 	}
 	return p, nil
 }
 
-// watchExit passes the exit line the init sends when the command ends to
-// onExit; the pipe closes when the init is gone.
-func watchExit(statR *os.File, status *bufio.Reader, onExit func(int)) {
+// statusPair makes the status channel: a SOCK_SEQPACKET pair, so each
+// record arrives whole and the init can attach files to one.
+func statusPair() (supervisor, init *os.File, err error) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, nil, fmt.Errorf("creating the status socket: %w", err)
+	}
+	return os.NewFile(uintptr(fds[0]), "status"), os.NewFile(uintptr(fds[1]), "status-init"), nil
+}
+
+// maxHanded bounds the files one status record may carry.
+const maxHanded = 4
+
+// readRecord reads one status record and the files attached to it (the
+// caller owns them). io.EOF means the init closed its end.
+func readRecord(f *os.File) (string, []*os.File, error) {
+	buf := make([]byte, 64<<10)
+	oob := make([]byte, unix.CmsgSpace(maxHanded*4))
+	var n, oobn int
+	var err error
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return "", nil, err
+	}
+	if cerr := rc.Read(func(fd uintptr) bool {
+		n, oobn, _, _, err = unix.Recvmsg(int(fd), buf, oob, unix.MSG_CMSG_CLOEXEC)
+		return err != unix.EAGAIN
+	}); cerr != nil {
+		return "", nil, cerr
+	}
+	if err != nil {
+		return "", nil, err
+	}
+	var files []*os.File
+	if oobn > 0 {
+		msgs, perr := unix.ParseSocketControlMessage(oob[:oobn])
+		for _, m := range msgs {
+			fds, _ := unix.ParseUnixRights(&m)
+			for _, fd := range fds {
+				files = append(files, os.NewFile(uintptr(fd), "handed"))
+			}
+		}
+		if perr != nil {
+			closeFiles(files)
+			return "", nil, fmt.Errorf("reading the init's status: %w", perr)
+		}
+	}
+	if n == 0 && len(files) == 0 {
+		return "", nil, io.EOF
+	}
+	return string(buf[:n]), files, nil
+}
+
+func closeFiles(files []*os.File) {
+	for _, f := range files {
+		f.Close()
+	}
+}
+
+// watchExit passes the exit record the init sends when the command ends
+// to onExit; the socket reads EOF when the init is gone.
+func watchExit(statR *os.File, onExit func(int)) {
 	defer statR.Close()
-	line, err := status.ReadString('\n')
+	rec, files, err := readRecord(statR)
+	closeFiles(files) // an exit record carries none
 	if err != nil {
 		return
 	}
-	word, num, ok := strings.Cut(strings.TrimSuffix(line, "\n"), " ")
+	word, num, ok := strings.Cut(rec, " ")
 	if code, err := strconv.Atoi(num); ok && word == StatusExit && err == nil {
 		onExit(code)
 	}
@@ -172,7 +236,7 @@ func exitCode(ps *os.ProcessState, err error) (int, error) {
 }
 
 // handshake sends the spec, runs OnStart, says go, and reads the status.
-func (p *Process) handshake(spec *Spec, data []byte, specW *os.File, status *bufio.Reader) error {
+func (p *Process) handshake(spec *Spec, data []byte, specW *os.File, status *os.File) error {
 	if _, err := specW.Write(data); err != nil {
 		return p.initDied("sending the spec", err)
 	}
@@ -185,11 +249,12 @@ func (p *Process) handshake(spec *Spec, data []byte, specW *os.File, status *buf
 		return p.initDied("starting the init", err)
 	}
 	specW.Close()
-	line, err := status.ReadString('\n')
+	rec, files, err := readRecord(status)
 	if err != nil {
 		return p.initDied("reading the init's status", err)
 	}
-	return parseStatus(strings.TrimSuffix(line, "\n"))
+	p.Files, err = parseStatus(rec, files)
+	return err
 }
 
 // initDied explains a pipe failure by how the init ended.
@@ -201,19 +266,31 @@ func (p *Process) initDied(what string, err error) error {
 	return fmt.Errorf("%s: the pod's init exited with status %d before starting the command (%v)", what, p.code, err)
 }
 
-func parseStatus(line string) error {
-	if line == StatusOK {
-		return nil
+// parseStatus reads the init's first record: "ok" and the names of the
+// files attached to it, or a failure. Files are closed unless returned.
+func parseStatus(rec string, files []*os.File) (map[string]*os.File, error) {
+	if word, names, _ := strings.Cut(rec, " "); word == StatusOK {
+		f := strings.Fields(names)
+		if len(f) != len(files) {
+			closeFiles(files)
+			return nil, fmt.Errorf("the pod's init named %d files (%q) and sent %d", len(f), names, len(files))
+		}
+		handed := make(map[string]*os.File, len(f))
+		for i, name := range f {
+			handed[name] = files[i]
+		}
+		return handed, nil
 	}
-	f := strings.SplitN(line, " ", 3)
+	closeFiles(files)
+	f := strings.SplitN(rec, " ", 3)
 	if len(f) != 3 {
-		return fmt.Errorf("the pod's init sent a malformed status %q", line)
+		return nil, fmt.Errorf("the pod's init sent a malformed status %q", rec)
 	}
 	code, err := strconv.Atoi(f[0])
 	if err != nil {
-		return fmt.Errorf("the pod's init sent a malformed status %q", line)
+		return nil, fmt.Errorf("the pod's init sent a malformed status %q", rec)
 	}
-	return &SetupError{Code: code, Class: f[1], Msg: f[2]}
+	return nil, &SetupError{Code: code, Class: f[1], Msg: f[2]}
 }
 
 func encodeSpec(spec *Spec) ([]byte, error) {
@@ -226,7 +303,7 @@ func encodeSpec(spec *Spec) ([]byte, error) {
 	body, err := json.Marshal(InitSpec{
 		Hostname: spec.Hostname, Args: spec.Args, Env: spec.Env, Dir: spec.Dir,
 		UID: spec.UID, GID: spec.GID, Mounts: spec.Mounts, RootDir: spec.RootDir,
-		TTY: spec.TTY, Seccomp: spec.Seccomp, Landlock: spec.Landlock,
+		TTY: spec.TTY, Rows: spec.Rows, Cols: spec.Cols, Seccomp: spec.Seccomp, Landlock: spec.Landlock,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("encoding the pod spec: %w", err)

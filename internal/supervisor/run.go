@@ -273,13 +273,14 @@ func (r *runner) buildSpec() error {
 	if err != nil {
 		return err
 	}
+	inv := pod.InvokerFor(p.State.Workspace)
 	r.spec = &sandbox.Spec{
 		Hostname: r.hostname(),
 		Args:     args,
-		Env:      BuildEnv(os.Environ(), r.cfg.Run.Env, r.o.Env, p.Name),
+		Env:      BuildEnv(identityEnv(os.Environ(), inv, p.State.Home), r.cfg.Run.Env, r.o.Env, p.Name),
 		Dir:      dir,
-		UID:      os.Getuid(),
-		GID:      os.Getgid(),
+		UID:      inv.UID,
+		GID:      inv.GID,
 		RootDir:  p.RootfsDir(),
 		TTY:      r.o.TTY,
 		Stdin:    r.o.Stdin,

@@ -14,6 +14,8 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+
+	"github.com/airlock-dev/airlock/internal/pod"
 )
 
 // passEnv lists host environment variables the agent inherits. Everything
@@ -53,6 +55,20 @@ func BuildEnv(host []string, cfgEnv map[string]string, flags []string, hostname 
 	}
 	sort.Strings(out)
 	return out
+}
+
+// identityEnv makes HOME the home of the pod's view and, under sudo,
+// USER and LOGNAME the invoker's, on top of the host environment: the
+// agent runs as the person who ran sudo, so root's names would mislead.
+func identityEnv(host []string, inv pod.Invoker, home string) []string {
+	env := append([]string(nil), host...)
+	if home != "" {
+		env = append(env, "HOME="+home)
+	}
+	if inv.Sudo && inv.Name != "" {
+		env = append(env, "USER="+inv.Name, "LOGNAME="+inv.Name)
+	}
+	return env
 }
 
 func contains(list []string, s string) bool {

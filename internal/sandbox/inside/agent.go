@@ -106,12 +106,14 @@ func getenv(env []string, key string) string {
 
 // startAgent forks the agent with plain clone (syscall.ForkExec, no pidfd,
 // no clone3: the seccomp policy answers ENOSYS to clone3) in a session of
-// its own, so it cannot push input into a terminal it does not own.
-func startAgent(spec *sandbox.InitSpec, path string) (int, error) {
+// its own, so it cannot push input into a terminal it does not own. With
+// a TTY, stdio is the pod's own pty slave three times, and it becomes the
+// agent's controlling terminal.
+func startAgent(spec *sandbox.InitSpec, path string, stdio [3]int) (int, error) {
 	pid, err := syscall.ForkExec(path, spec.Args, &syscall.ProcAttr{
 		Dir:   spec.Dir,
 		Env:   spec.Env,
-		Files: []uintptr{0, 1, 2},
+		Files: []uintptr{uintptr(stdio[0]), uintptr(stdio[1]), uintptr(stdio[2])},
 		Sys: &syscall.SysProcAttr{
 			Setsid:     true,
 			Setctty:    spec.TTY,
@@ -169,4 +171,43 @@ func notifySignals() <-chan os.Signal {
 	sigs := make(chan os.Signal, 8)
 	signal.Notify(sigs, forwarded...)
 	return sigs
+}
+
+// openTerminal allocates the agent's pty in the pod's own devpts, after
+// pivot_root: the agent sees /dev/pts/N of its own file system, so
+// ttyname and `tty` work, and no host terminal is ever inside the pod.
+// The slave belongs to the agent's user; the master goes to the
+// supervisor, which copies between it and the person's terminal.
+func openTerminal(spec *sandbox.InitSpec) (master, slave int, err error) {
+	master, err = unix.Open("/dev/pts/ptmx", unix.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1, -1, sysFail("opening /dev/pts/ptmx for the agent's terminal", err)
+	}
+	if err := unix.IoctlSetPointerInt(master, unix.TIOCSPTLCK, 0); err != nil {
+		unix.Close(master)
+		return -1, -1, sysFail("unlocking the agent's terminal", err)
+	}
+	if spec.Rows > 0 && spec.Cols > 0 {
+		if err := unix.IoctlSetWinsize(master, unix.TIOCSWINSZ, &unix.Winsize{Row: spec.Rows, Col: spec.Cols}); err != nil {
+			unix.Close(master)
+			return -1, -1, sysFail("sizing the agent's terminal", err)
+		}
+	}
+	// TIOCGPTPEER opens the slave through the master, never by a path
+	// the view could have redirected.
+	fd, _, errno := unix.Syscall(unix.SYS_IOCTL, uintptr(master), unix.TIOCGPTPEER, unix.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC)
+	if errno != 0 {
+		err = errno
+	}
+	slave = int(fd)
+	if err != nil {
+		unix.Close(master)
+		return -1, -1, sysFail("opening the agent's terminal", err)
+	}
+	if err := unix.Fchown(slave, spec.UID, spec.GID); err != nil {
+		unix.Close(master)
+		unix.Close(slave)
+		return -1, -1, sysFail("giving the agent its terminal", err)
+	}
+	return master, slave, nil
 }

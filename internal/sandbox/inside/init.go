@@ -24,6 +24,9 @@ import (
 	"os"
 	"runtime"
 	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/airlock-dev/airlock/internal/sandbox"
 )
@@ -53,16 +56,51 @@ func Main() {
 		os.Exit(sandbox.ExitSetup) // the supervisor gave up before "go"
 	}
 	sigs := notifySignals() // queued from now on, forwarded once the agent runs
-	agent, err := setup(spec)
+	var h handoff
+	agent, err := setup(spec, &h)
 	if err != nil {
 		report(status, err)
 	}
-	_, _ = io.WriteString(status, sandbox.StatusOK+"\n")
+	if err := h.send(status); err != nil {
+		// The agent runs but the supervisor cannot have what it needs
+		// to serve it (its terminal, its notifications): end the pod.
+		_ = unix.Kill(agent, unix.SIGKILL)
+		report(status, fail(sandbox.ClassOther, "handing files to the supervisor: %v", err))
+	}
 	code := supervise(agent, sigs)
 	// Said before exiting: the supervisor writes its records while the
 	// kernel takes the pod's mounts down.
-	_, _ = io.WriteString(status, sandbox.StatusExit+" "+strconv.Itoa(code)+"\n")
+	_, _ = io.WriteString(status, sandbox.StatusExit+" "+strconv.Itoa(code))
 	os.Exit(code)
+}
+
+// handoff collects the files the supervisor gets with the ok record.
+type handoff struct {
+	names []string
+	fds   []int
+}
+
+func (h *handoff) add(name string, fd int) {
+	h.names = append(h.names, name)
+	h.fds = append(h.fds, fd)
+}
+
+// send writes the ok record with the files attached, then closes the
+// init's copies: the supervisor owns them from here.
+func (h *handoff) send(status *os.File) error {
+	rec := sandbox.StatusOK
+	if len(h.names) > 0 {
+		rec += " " + strings.Join(h.names, " ")
+	}
+	var oob []byte
+	if len(h.fds) > 0 {
+		oob = unix.UnixRights(h.fds...)
+	}
+	err := unix.Sendmsg(int(status.Fd()), []byte(rec), oob, nil, 0)
+	for _, fd := range h.fds {
+		unix.Close(fd)
+	}
+	return err
 }
 
 // readSpec reads the spec and then blocks for the go byte; EOF at any
@@ -90,7 +128,7 @@ func report(status *os.File, err error) {
 	if !ok {
 		f = &failure{code: sandbox.ExitSetup, class: sandbox.ClassOther, msg: err.Error()}
 	}
-	_, _ = io.WriteString(status, strconv.Itoa(f.code)+" "+f.class+" "+oneLine(f.msg)+"\n")
+	_, _ = io.WriteString(status, strconv.Itoa(f.code)+" "+f.class+" "+oneLine(f.msg))
 	os.Exit(f.code)
 }
 
@@ -104,8 +142,9 @@ func oneLine(s string) string {
 	return string(b)
 }
 
-// setup builds every wall and starts the agent; it returns the agent's PID.
-func setup(spec *sandbox.InitSpec) (int, error) {
+// setup builds every wall and starts the agent; it returns the agent's
+// PID and adds to h what the supervisor must get.
+func setup(spec *sandbox.InitSpec, h *handoff) (int, error) {
 	if err := buildView(spec); err != nil {
 		return 0, err
 	}
@@ -113,8 +152,18 @@ func setup(spec *sandbox.InitSpec) (int, error) {
 	if err != nil {
 		return 0, err
 	}
+	stdio := [3]int{0, 1, 2}
+	if spec.TTY {
+		master, slave, err := openTerminal(spec)
+		if err != nil {
+			return 0, err
+		}
+		defer unix.Close(slave) // the agent holds it now
+		h.add(sandbox.FileTerminal, master)
+		stdio = [3]int{slave, slave, slave}
+	}
 	if err := harden(spec); err != nil {
 		return 0, err
 	}
-	return startAgent(spec, path)
+	return startAgent(spec, path, stdio)
 }
