@@ -99,8 +99,14 @@ type Spec struct {
 	Rows, Cols uint16
 	NewNet     bool
 	// Seccomp is a classic BPF program, installed last (nil: none).
-	Seccomp  []unix.SockFilter
-	Landlock *LandlockSpec // nil: none
+	Seccomp []unix.SockFilter
+	// SeccompListener, when set, makes the init install Seccomp (a
+	// seccomp.CompileNotify program) with a user-notification listener
+	// and hand it back; Start passes it here before it returns. The
+	// callee owns it and must serve it at once: the agent is running,
+	// and each call its notify rules match waits for an answer.
+	SeccompListener func(*os.File)
+	Landlock        *LandlockSpec // nil: none
 	// Stdin, Stdout, Stderr default to /dev/null when nil.
 	Stdin, Stdout, Stderr *os.File
 	// OnStart runs with the init's host PID before the init builds
@@ -129,7 +135,9 @@ type InitSpec struct {
 	Rows     uint16            `json:"rows,omitempty"` // the terminal's size, with TTY
 	Cols     uint16            `json:"cols,omitempty"`
 	Seccomp  []unix.SockFilter `json:"seccomp,omitempty"`
-	Landlock *LandlockSpec     `json:"landlock,omitempty"`
+	// SeccompNotify: install Seccomp with a listener (FileNotify).
+	SeccompNotify bool          `json:"seccomp_notify,omitempty"`
+	Landlock      *LandlockSpec `json:"landlock,omitempty"`
 }
 
 // The init's file descriptors beyond 0-2 and its status line format.

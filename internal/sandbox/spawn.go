@@ -110,11 +110,33 @@ func Start(spec *Spec) (*Process, error) {
 		<-p.done
 		return nil, err
 	}
+	if err := p.handListener(spec); err != nil {
+		_ = p.proc.Kill()
+		<-p.done
+		return nil, err
+	}
 	if spec.OnExit != nil {
 		statOpen = false
 		go watchExit(statR, spec.OnExit)
 	}
 	return p, nil
+}
+
+// handListener passes the seccomp listener the init handed back to
+// spec.SeccompListener. A pod whose filter has a listener that nobody
+// serves would hang in every watched call, so one asked for and not
+// received ends the start.
+func (p *Process) handListener(spec *Spec) error {
+	if spec.SeccompListener == nil || len(spec.Seccomp) == 0 {
+		return nil
+	}
+	f := p.Files[FileNotify]
+	if f == nil {
+		return fmt.Errorf("the pod's init handed back no seccomp listener")
+	}
+	delete(p.Files, FileNotify)
+	spec.SeccompListener(f)
+	return nil
 }
 
 // statusPair makes the status channel: a SOCK_SEQPACKET pair, so each
@@ -304,6 +326,7 @@ func encodeSpec(spec *Spec) ([]byte, error) {
 		Hostname: spec.Hostname, Args: spec.Args, Env: spec.Env, Dir: spec.Dir,
 		UID: spec.UID, GID: spec.GID, Mounts: spec.Mounts, RootDir: spec.RootDir,
 		TTY: spec.TTY, Rows: spec.Rows, Cols: spec.Cols, Seccomp: spec.Seccomp, Landlock: spec.Landlock,
+		SeccompNotify: spec.SeccompListener != nil && len(spec.Seccomp) > 0,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("encoding the pod spec: %w", err)

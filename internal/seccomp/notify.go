@@ -214,3 +214,21 @@ func InstallNotify(prog []unix.SockFilter) (*os.File, error) {
 // NotifyFlags are the seccomp(2) flags for a filter with a listener on
 // every thread.
 const NotifyFlags = unix.SECCOMP_FILTER_FLAG_TSYNC | unix.SECCOMP_FILTER_FLAG_TSYNC_ESRCH | unix.SECCOMP_FILTER_FLAG_NEW_LISTENER
+
+var notifyProbe struct {
+	once sync.Once
+	ok   bool
+}
+
+// NotifySupported reports whether this kernel installs a filter with a
+// listener on every thread (Linux 5.7: NEW_LISTENER with TSYNC_ESRCH).
+// It asks seccomp(2) with a NULL program: the kernel checks the flags
+// first (EINVAL) and only then reads the program (EFAULT), so nothing is
+// installed either way.
+func NotifySupported() bool {
+	notifyProbe.once.Do(func() {
+		_, _, errno := unix.RawSyscall(unix.SYS_SECCOMP, unix.SECCOMP_SET_MODE_FILTER, NotifyFlags, 0)
+		notifyProbe.ok = errno == unix.EFAULT
+	})
+	return notifyProbe.ok
+}

@@ -29,13 +29,47 @@ func (r *runner) buildSeccomp(*sandbox.ViewConfig) error {
 		}
 		profile = expandPath(profile, home, r.o.Pod.State.Workspace)
 	}
-	prog, err := compileSeccomp(profile)
+	pol, err := seccomp.Profile(profile)
+	if err != nil {
+		return r.wallFailed(WallSeccomp, err)
+	}
+	status := "up (" + r.cfg.Security.Seccomp + ")"
+	var prog []unix.SockFilter
+	switch {
+	case !builtinProfile(profile) || !pol.Watches():
+		// A policy file's notify rules take their fallbacks: the
+		// notify server knows only the built-in profiles' rules.
+		prog, err = seccomp.Compile(pol)
+	case !seccomp.NotifySupported():
+		prog, err = seccomp.Compile(pol)
+		status = "up (" + r.cfg.Security.Seccomp + "; raw and packet sockets and abstract-socket connects fail unaudited: this kernel has no seccomp user notification with TSYNC, Linux 5.7)"
+	default:
+		prog, err = seccomp.CompileNotify(pol)
+		r.spec.SeccompListener = r.serveSeccomp
+	}
 	if err != nil {
 		return r.wallFailed(WallSeccomp, err)
 	}
 	r.spec.Seccomp = prog
-	r.walls[WallSeccomp] = "up (" + r.cfg.Security.Seccomp + ")"
+	r.walls[WallSeccomp] = status
 	return nil
+}
+
+func builtinProfile(name string) bool {
+	return name == "" || name == "default" || name == "strict"
+}
+
+// serveSeccomp serves the pod's seccomp listener (notify.go) until the
+// walls come down. Start calls it from the goroutine that runs the pod,
+// before the clean-up steps can run.
+func (r *runner) serveSeccomp(f *os.File) {
+	stop, err := serveNotify(f, r.o.Audit)
+	if err != nil {
+		// The listener is closed: the watched calls fail with ENOSYS.
+		r.o.Audit("seccomp.notify", map[string]any{"reason": err.Error()}, "error")
+		return
+	}
+	r.after = append(r.after, stop)
 }
 
 func (r *runner) buildLandlock(v *sandbox.ViewConfig) error {
@@ -305,12 +339,4 @@ func (r *runner) killAll() {
 	if pid := r.initPID.Load(); pid > 0 {
 		_ = syscall.Kill(int(pid), syscall.SIGKILL)
 	}
-}
-
-func compileSeccomp(profile string) ([]unix.SockFilter, error) {
-	pol, err := seccomp.Profile(profile)
-	if err != nil {
-		return nil, err
-	}
-	return seccomp.Compile(pol)
 }

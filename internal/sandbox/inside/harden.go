@@ -10,6 +10,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/airlock-dev/airlock/internal/sandbox"
+	"github.com/airlock-dev/airlock/internal/seccomp"
 )
 
 // initCaps are all the init keeps for itself after the agent's are gone:
@@ -31,8 +32,9 @@ const (
 )
 
 // harden applies, on the locked thread the agent is forked from, every
-// limit that needs no file-system access; seccomp comes last.
-func harden(spec *sandbox.InitSpec) error {
+// limit that needs no file-system access; seccomp comes last, and its
+// listener, if the spec asks for one, goes to h.
+func harden(spec *sandbox.InitSpec, h *handoff) error {
 	// Only 0-2 reach the agent. The Go runtime's own fds stay open in the
 	// init, so mark rather than close.
 	if err := unix.CloseRange(3, ^uint(0), unix.CLOSE_RANGE_CLOEXEC); err != nil {
@@ -54,7 +56,14 @@ func harden(spec *sandbox.InitSpec) error {
 	if err := applyLandlock(spec.Landlock); err != nil {
 		return err
 	}
-	return installSeccomp(spec.Seccomp)
+	fd, err := installSeccomp(spec.Seccomp, spec.SeccompNotify)
+	if err != nil {
+		return err
+	}
+	if fd >= 0 {
+		h.add(sandbox.FileNotify, fd)
+	}
+	return nil
 }
 
 func dropCaps() error {
@@ -114,22 +123,34 @@ func applyLandlock(l *sandbox.LandlockSpec) error {
 
 // installSeccomp loads the filter on every thread of the init (TSYNC):
 // the agent is forked from one of them, and no thread may stay unfiltered.
-func installSeccomp(prog []unix.SockFilter) error {
+// With notify it also asks for the filter's listener (NEW_LISTENER, which
+// beside TSYNC needs TSYNC_ESRCH) and returns it (close-on-exec: the
+// agent never holds it), else -1.
+func installSeccomp(prog []unix.SockFilter, notify bool) (int, error) {
 	if len(prog) == 0 {
-		return nil
+		return -1, nil
+	}
+	flags := uintptr(unix.SECCOMP_FILTER_FLAG_TSYNC)
+	if notify {
+		flags = seccomp.NotifyFlags
 	}
 	fprog := unix.SockFprog{Len: uint16(len(prog)), Filter: &prog[0]}
-	tid, _, errno := unix.Syscall(unix.SYS_SECCOMP, unix.SECCOMP_SET_MODE_FILTER,
-		unix.SECCOMP_FILTER_FLAG_TSYNC, uintptr(unsafe.Pointer(&fprog)))
+	r, _, errno := unix.Syscall(unix.SYS_SECCOMP, unix.SECCOMP_SET_MODE_FILTER, flags, uintptr(unsafe.Pointer(&fprog)))
 	runtime.KeepAlive(prog)
 	if errno == unix.EINVAL || errno == unix.ENOSYS {
-		return fail(sandbox.ClassUnsupported, "installing the seccomp filter: %v — the kernel rejected it or lacks seccomp filters; run airlock doctor", errno)
+		return -1, fail(sandbox.ClassUnsupported, "installing the seccomp filter: %v — the kernel rejected it or lacks seccomp filters (or user notification); run airlock doctor", errno)
+	}
+	if errno == unix.ESRCH {
+		return -1, fail(sandbox.ClassOther, "installing the seccomp filter: a thread could not be synchronised")
 	}
 	if errno != 0 {
-		return sysFail("installing the seccomp filter", errno)
+		return -1, sysFail("installing the seccomp filter", errno)
 	}
-	if tid != 0 {
-		return fail(sandbox.ClassOther, "installing the seccomp filter: thread %d could not be synchronised", tid)
+	if notify {
+		return int(r), nil
 	}
-	return nil
+	if r != 0 {
+		return -1, fail(sandbox.ClassOther, "installing the seccomp filter: thread %d could not be synchronised", r)
+	}
+	return -1, nil
 }

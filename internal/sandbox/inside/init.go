@@ -162,7 +162,7 @@ func setup(spec *sandbox.InitSpec, h *handoff) (int, error) {
 		h.add(sandbox.FileTerminal, master)
 		stdio = [3]int{slave, slave, slave}
 	}
-	if err := harden(spec); err != nil {
+	if err := harden(spec, h); err != nil {
 		return 0, err
 	}
 	return startAgent(spec, path, stdio)
