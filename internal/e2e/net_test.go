@@ -101,6 +101,46 @@ def packetdgram():
     s = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(0x0800))
     return "opened"
 
+def ping6(host):
+    s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM, socket.IPPROTO_ICMPV6)
+    s.sendto(b"\x80\x00\x00\x00\x00\x00\x00\x00", (host, 0))
+    return "sent"
+
+def inetpacket():
+    # the obsolete spelling of a packet socket, which the kernel honours
+    s = socket.socket(socket.AF_INET, 10, socket.htons(3))
+    return "opened"
+
+def rawloop(n):
+    for i in range(int(n)):
+        try:
+            socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_TCP)
+            return "opened"
+        except PermissionError:
+            pass
+    return "refused"
+
+def serve(l):
+    import threading
+    def run():
+        c, _ = l.accept()
+        c.sendall(c.recv(64))
+    threading.Thread(target=run, daemon=True).start()
+
+def ownunix(addr):
+    # a listener of the pod's own and a connect to it: must keep working
+    if addr.startswith("@"):
+        addr = "\0" + addr[1:]
+    l = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    l.bind(addr)
+    l.listen(1)
+    serve(l)
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(3)
+    s.connect(addr)
+    s.sendall(b"echo")
+    return "connected " + s.recv(64).decode()
+
 def unix(name):
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.settimeout(3)
@@ -377,19 +417,26 @@ func TestNetHostLocalServices(t *testing.T) {
 		}
 	}()
 	port := tcp.Addr().(*net.TCPAddr).Port
-	e.netConfig(n, fmt.Sprintf("  ports: [80, 443, %d]\n", port), "allowed.test", "localhost")
+	e.netConfig(n, fmt.Sprintf("  ports: [80, 443, %d]\n", port), "allowed.test", "*.allowed.test", "localhost")
 	e.must("init", np)
 	got := e.runProbes(np, fmt.Sprintf(`
 p abstract unix %[1]s
+p own-abstract ownunix @airlock-own-%[4]d
+p own-path ownunix /tmp/own.sock
+c allowed-https --noproxy '*' --cacert ca.pem https://www.allowed.test/
 p loop-direct direct 127.0.0.1 %[2]d localhost
 p loop-connect pconnect 127.0.0.1:%[2]d
 p localhost-connect pconnect localhost:%[2]d
 p hostside-direct direct %[3]s %[2]d allowed.test
 c loop-proxy http://localhost:%[2]d/
-`, name, port, n.host))
-	if !strings.HasPrefix(got["abstract"], "error") {
+`, name, port, n.host, os.Getpid()))
+	if !strings.HasPrefix(got["abstract"], "error ConnectionRefusedError") {
 		t.Errorf("SECURITY: the pod reached the host's abstract socket @%s: %q", name, got["abstract"])
 	}
+	if got["own-abstract"] != "connected echo" || got["own-path"] != "connected echo" {
+		t.Errorf("the pod's own unix sockets: abstract %q, path %q; want both connected", got["own-abstract"], got["own-path"])
+	}
+	wantOK(t, got, "allowed-https", "hello www.allowed.test from web")
 	if k := accepted(); k != 0 {
 		t.Errorf("SECURITY: the host's abstract socket accepted %d connections from the pod", k)
 	}
@@ -404,6 +451,15 @@ c loop-proxy http://localhost:%[2]d/
 	e.wantAudit(evs, "net.connect", "deny", "path:connect", "host:localhost")
 	e.wantAudit(evs, "net.connect", "deny", "path:connect", "host:127.0.0.1")
 	e.wantAudit(evs, "net.leak", "deny", "addr:"+n.host.String())
+	// The attempt on the host's abstract socket is on record with the
+	// name and who tried; the pod's own sockets are not.
+	e.wantAudit(evs, "net.abstract", "deny", "name:@"+name+" ", "comm:python3")
+	for _, ev := range evs {
+		if ev.Action == "net.abstract" && strings.Contains(fmt.Sprint(ev.Details), "airlock-own-") {
+			t.Errorf("the pod's own abstract socket was audited as an attack: %v", ev.Details)
+		}
+	}
+	e.must("audit", "verify", np)
 }
 
 // abstractListener listens on a fresh abstract unix socket of the host and
@@ -660,6 +716,9 @@ p rawudp rawudp %[1]s
 p ping ping %[1]s
 p packet packet
 p packetdgram packetdgram
+p ping6 ping6 %[2]s
+p inetpacket inetpacket
+p rawloop rawloop 200
 p udp udp %[1]s 9999
 p quic udp %[1]s 443
 p ntp udp %[1]s 123
@@ -672,14 +731,52 @@ p own-resolver udp %[1]s 5353
 			t.Errorf("SECURITY %s: want an error, got %q", l, got[l])
 		}
 	}
+	// Sockets the pod may not have fail with EPERM, as without a filter
+	// listening; 200 tries in a row change nothing.
+	for _, l := range []string{"raw", "raw6", "rawudp", "ping", "ping6", "packet", "packetdgram", "inetpacket"} {
+		if !strings.HasPrefix(got[l], "error PermissionError") {
+			t.Errorf("SECURITY %s: want PermissionError (EPERM), got %q", l, got[l])
+		}
+	}
+	if got["rawloop"] != "refused" {
+		t.Errorf("SECURITY rawloop: %q", got["rawloop"])
+	}
 	time.Sleep(300 * time.Millisecond) // let any stray packet land
 	if k := n.strayCount(); k != 0 {
 		t.Errorf("SECURITY: %d packets reached the test internet", k)
 	}
-	// The kernel refuses raw, packet and ping sockets before a packet
-	// exists (seccomp, no CAP_NET_RAW); the UDP datagrams reach the rules,
-	// which drop them and say so.
+	// Seccomp refuses raw, packet and ping sockets before a packet exists,
+	// and the supervisor records each attempt with what was asked and by
+	// whom; the UDP datagrams reach the rules, which drop them and say so.
 	evs := e.audit(np)
+	for _, want := range [][]string{
+		{"kind:raw", "family:AF_INET ", "type:SOCK_RAW", "protocol:icmp "},
+		{"kind:raw", "family:AF_INET6 ", "type:SOCK_RAW", "protocol:icmpv6 "},
+		{"kind:raw", "family:AF_INET ", "type:SOCK_RAW", "protocol:udp "},
+		{"kind:ping", "family:AF_INET ", "type:SOCK_DGRAM", "protocol:icmp "},
+		{"kind:ping", "family:AF_INET6 ", "type:SOCK_DGRAM", "protocol:icmpv6 "},
+		{"kind:packet", "family:AF_PACKET ", "type:SOCK_RAW", "protocol:ethertype 0x0003 "},
+		{"kind:packet", "family:AF_PACKET ", "type:SOCK_DGRAM", "protocol:ethertype 0x0800 "},
+		{"kind:packet", "family:AF_INET ", "type:SOCK_PACKET"},
+	} {
+		e.wantAudit(evs, "net.socket", "deny", append(want, "comm:python3", "pid:")...)
+	}
+	// The loop of 200 is a few records, their counts adding up.
+	loop, records := 0, 0
+	for _, ev := range evs {
+		if d := fmt.Sprint(ev.Details); ev.Action == "net.socket" && strings.Contains(d, "protocol:tcp ") {
+			records++
+			n := 1
+			if c, ok := ev.Details["count"].(float64); ok {
+				n = int(c)
+			}
+			loop += n
+		}
+	}
+	if loop != 200 || records > 20 {
+		t.Errorf("200 raw socket attempts are %d records counting %d", records, loop)
+	}
+	e.must("audit", "verify", np)
 	web, web6 := n.web.String(), n.web6.String()
 	for _, want := range [][]string{{"addr:" + web, "port:9999"}, {"addr:" + web, "port:443"}, {"addr:" + web, "port:123"},
 		{"addr:" + web6, "port:9999"}, {"addr:" + web, "port:5353"}} {
