@@ -13,7 +13,6 @@ import (
 
 	"github.com/airlock-dev/airlock/internal/config"
 	"github.com/airlock-dev/airlock/internal/errdefs"
-	"github.com/airlock-dev/airlock/internal/netwall"
 	"github.com/airlock-dev/airlock/internal/pod"
 	"github.com/airlock-dev/airlock/internal/supervisor"
 )
@@ -105,7 +104,7 @@ func runPod(cmd *cobra.Command, f *runFlags, name string, argv []string) error {
 		return &exitError{exitUsage, err.Error()}
 	}
 	for _, pub := range f.publish {
-		if _, _, err := netwall.ParsePublish(pub); err != nil {
+		if _, _, err := config.ParsePublish(pub); err != nil {
 			return &exitError{exitUsage, "-p: " + err.Error()}
 		}
 	}

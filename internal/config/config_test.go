@@ -197,7 +197,7 @@ func TestValidateChecks(t *testing.T) {
 		{"bad cidr", func(c *Config) { c.Network.AllowPrivate = []string{"10.0.0.0/33"} }, "network.allow_private"},
 		{"bad dns mode", func(c *Config) { c.Network.DNS.Mode = "open" }, "network.dns.mode"},
 		{"bad upstream", func(c *Config) { c.Network.DNS.Upstream = []string{"dns.google"} }, "network.dns.upstream"},
-		{"bad publish", func(c *Config) { c.Network.Publish = []string{"8080:80"} }, "network.publish"},
+		{"bad publish", func(c *Config) { c.Network.Publish = []string{"localhost:8080:80"} }, "network.publish"},
 		{"bad downgrade", func(c *Config) { c.Security.Downgrade = []string{"everything"} }, "security.downgrade"},
 		{"bad seccomp", func(c *Config) { c.Security.Seccomp = "off" }, "security.seccomp"},
 		{"bad env", func(c *Config) { c.Run.Env = map[string]string{"A=B": "x"} }, "run.env"},
@@ -216,10 +216,32 @@ func TestValidateChecks(t *testing.T) {
 	}
 }
 
+// network.publish and -p read the same forms: the short one publishes on
+// the host's loopback only.
 func TestParsePublish(t *testing.T) {
-	h, p, err := ParsePublish("[::1]:8080:80")
-	if err != nil || h.Port() != 8080 || p != 80 || !h.Addr().IsLoopback() {
-		t.Fatalf("got %v %d %v", h, p, err)
+	for _, c := range []struct {
+		in, host string
+		port     int
+	}{
+		{"8080:80", "127.0.0.1:8080", 80},
+		{"127.0.0.1:3000:3000", "127.0.0.1:3000", 3000},
+		{"0.0.0.0:8080:80", "0.0.0.0:8080", 80},
+		{"[::1]:8080:80", "[::1]:8080", 80},
+	} {
+		h, p, err := ParsePublish(c.in)
+		if err != nil || h.String() != c.host || p != c.port {
+			t.Errorf("ParsePublish(%q) = %v %d %v, want %s %d", c.in, h, p, err, c.host, c.port)
+		}
+		cfg := Default()
+		cfg.Network.Publish = []string{c.in}
+		if err := cfg.Validate(); err != nil {
+			t.Errorf("network.publish %q: %v", c.in, err)
+		}
+	}
+	for _, bad := range []string{"", "80", "8080:", ":80", "0:80", "8080:0", "8080:70000", "host:8080:80", "::1:8080:80", "[fe80::1%eth0]:80:80", "1.2.3.4:x:80"} {
+		if _, _, err := ParsePublish(bad); !errors.Is(err, errdefs.ErrInvalid) {
+			t.Errorf("ParsePublish(%q): want ErrInvalid, got %v", bad, err)
+		}
 	}
 }
 

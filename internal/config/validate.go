@@ -272,8 +272,7 @@ func checkUpstream(c *Config) string {
 	return ""
 }
 
-// checkPublish accepts "HOST_IP:HOST_PORT:POD_PORT"; an IPv6 host address
-// goes in brackets: "[::1]:8080:80".
+// checkPublish accepts what `airlock run -p` does: ParsePublish.
 func checkPublish(c *Config) string {
 	for _, s := range c.Network.Publish {
 		if _, _, err := ParsePublish(s); err != nil {
@@ -283,16 +282,25 @@ func checkPublish(c *Config) string {
 	return ""
 }
 
-// ParsePublish splits "HOST_IP:HOST_PORT:POD_PORT".
-func ParsePublish(s string) (host netip.AddrPort, podPort uint16, err error) {
+// ParsePublish reads a port publication, "[HOST_IP:]HOST_PORT:POD_PORT",
+// as network.publish and `airlock run -p` both take it. Without HOST_IP
+// the host side binds 127.0.0.1: a dev server in the pod is reachable
+// from the host's browser, not from the host's network. An IPv6 host
+// address goes in brackets: "[::1]:8080:80".
+func ParsePublish(s string) (host netip.AddrPort, podPort int, err error) {
+	bad := errdefs.Invalid("publish %q: use [HOST_IP:]HOST_PORT:POD_PORT, such as 8080:80 or 0.0.0.0:8080:80", s)
 	i := strings.LastIndex(s, ":")
 	if i < 0 {
-		return host, 0, errdefs.Invalid("%q must be HOST_IP:HOST_PORT:POD_PORT, such as 127.0.0.1:8080:80", s)
+		return host, 0, bad
 	}
-	host, err = netip.ParseAddrPort(s[:i])
-	p, perr := strconv.ParseUint(s[i+1:], 10, 16)
-	if err != nil || perr != nil || p == 0 || host.Port() == 0 {
-		return host, 0, errdefs.Invalid("%q must be HOST_IP:HOST_PORT:POD_PORT, such as 127.0.0.1:8080:80", s)
+	hostPart, podPart := s[:i], s[i+1:]
+	if !strings.Contains(hostPart, ":") {
+		hostPart = "127.0.0.1:" + hostPart
 	}
-	return host, uint16(p), nil
+	host, err = netip.ParseAddrPort(hostPart)
+	p, perr := strconv.ParseUint(podPart, 10, 16)
+	if err != nil || perr != nil || p == 0 || host.Port() == 0 || host.Addr().Zone() != "" {
+		return netip.AddrPort{}, 0, bad
+	}
+	return host, int(p), nil
 }

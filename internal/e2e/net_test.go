@@ -587,13 +587,16 @@ func contains(list []string, s string) bool {
 func TestNetPublish(t *testing.T) {
 	e := newEnv(t)
 	n := newInet(t)
+	port, port6, portCfg := freePort(t), freePort(t), freePort(t)
+	// network.publish takes -p's short form too: loopback only.
+	e.write("airlock.yaml", fmt.Sprintf("version: 1\nnetwork:\n  publish: [\"%d:8082\"]\n", portCfg))
 	e.must("init", np)
-	port, port6 := freePort(t), freePort(t)
 	e.write("served.txt", "served from the pod\n")
 	// The servers stop when the test closes stdin.
 	r := e.start("run", np, "-T", "-p", fmt.Sprintf("%d:8080", port), "-p", fmt.Sprintf("127.0.0.1:%d:8081", port6), "--", "sh", "-c",
-		"/usr/bin/python3 -m http.server 8080 --bind 127.0.0.1 2>/dev/null & a=$!; /usr/bin/python3 -m http.server 8081 --bind ::1 2>/dev/null & b=$!; cat >/dev/null; kill $a $b")
-	for _, p := range []int{port, port6} {
+		"/usr/bin/python3 -m http.server 8080 --bind 127.0.0.1 2>/dev/null & a=$!; /usr/bin/python3 -m http.server 8081 --bind ::1 2>/dev/null & b=$!; "+
+			"/usr/bin/python3 -m http.server 8082 --bind 127.0.0.1 2>/dev/null & c=$!; cat >/dev/null; kill $a $b $c")
+	for _, p := range []int{port, port6, portCfg} {
 		url := fmt.Sprintf("http://127.0.0.1:%d/served.txt", p)
 		var body string
 		waitFor(t, func() bool {
@@ -612,12 +615,14 @@ func TestNetPublish(t *testing.T) {
 	}
 	// The host's other addresses do not publish the pod (here: the host's
 	// side of the test internet).
-	if c, err := net.DialTimeout("tcp", net.JoinHostPort(n.host.String(), fmt.Sprint(port)), time.Second); err == nil {
-		c.Close()
-		t.Errorf("SECURITY: -p %d:8080 is reachable on %s, not only 127.0.0.1", port, n.host)
+	for _, p := range []int{port, portCfg} {
+		if c, err := net.DialTimeout("tcp", net.JoinHostPort(n.host.String(), fmt.Sprint(p)), time.Second); err == nil {
+			c.Close()
+			t.Errorf("SECURITY: publication %d is reachable on %s, not only 127.0.0.1", p, n.host)
+		}
 	}
 	r.stop()
-	for _, p := range []int{port, port6} {
+	for _, p := range []int{port, port6, portCfg} {
 		if c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", p), time.Second); err == nil {
 			c.Close()
 			t.Errorf("port %d still published after the pod stopped", p)

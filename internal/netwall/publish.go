@@ -4,34 +4,10 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/netip"
 	"strconv"
-	"strings"
 
 	"github.com/airlock-dev/airlock/internal/errdefs"
 )
-
-// ParsePublish reads a port publication, "[HOST_IP:]HOST_PORT:POD_PORT".
-// Without HOST_IP the host side binds 127.0.0.1: a dev server in the pod is
-// reachable from the host's browser, not from the host's network. An IPv6
-// host address goes in brackets: "[::1]:8080:80".
-func ParsePublish(s string) (host netip.AddrPort, podPort int, err error) {
-	bad := errdefs.Invalid("publish %q: use [HOST_IP:]HOST_PORT:POD_PORT, such as 8080:80 or 0.0.0.0:8080:80", s)
-	i := strings.LastIndex(s, ":")
-	if i < 0 {
-		return host, 0, bad
-	}
-	hostPart, podPart := s[:i], s[i+1:]
-	if !strings.Contains(hostPart, ":") {
-		hostPart = "127.0.0.1:" + hostPart
-	}
-	host, err = netip.ParseAddrPort(hostPart)
-	p, perr := strconv.ParseUint(podPart, 10, 16)
-	if err != nil || perr != nil || p == 0 || host.Port() == 0 || host.Addr().Zone() != "" {
-		return netip.AddrPort{}, 0, bad
-	}
-	return host, int(p), nil
-}
 
 // Publish makes the pod's loopback port podPort reachable at hostAddr on the
 // host (default 127.0.0.1:podPort). The host socket is in the host's

@@ -271,7 +271,7 @@ func (r *runner) buildNetwork(v *sandbox.ViewConfig) error {
 	}
 	var pubs []publication
 	for _, spec := range append(append([]string{}, n.Publish...), r.o.Publish...) {
-		host, podPort, err := netwall.ParsePublish(spec)
+		host, podPort, err := config.ParsePublish(spec)
 		if err != nil {
 			return err
 		}
