@@ -176,14 +176,21 @@ func readProcMem(pid int, addr uint64, buf []byte) (int, error) {
 // boundAbstract reports whether a socket in pid's network namespace is
 // bound to the abstract name. /proc/<pid>/net/unix is that namespace's
 // list; it shows an abstract name as "@" and the name's bytes, each NUL
-// as "@". A name with a newline in it breaks the list's lines and is
-// never found (the connect is then refused and audited).
+// as "@". A name with a newline in it spans lines there, so it is looked
+// for anywhere in the list, and its first line reads as another name: a
+// pod process can make a name look bound. A false match only lets the
+// kernel decide the connect in the pod's namespace, as it would without
+// the watch: it hides the pod's own failing attempt from the trail, and
+// reaches nothing.
 func boundAbstract(pid int, name string) (bool, error) {
 	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/net/unix")
 	if err != nil {
 		return false, err
 	}
 	want := "@" + strings.ReplaceAll(name, "\x00", "@")
+	if strings.Contains(name, "\n") {
+		return bytes.Contains(data, []byte(" "+want+"\n")), nil
+	}
 	for i, line := range strings.Split(string(data), "\n") {
 		if i == 0 {
 			continue // header

@@ -310,6 +310,18 @@ func TestBoundAbstract(t *testing.T) {
 			t.Errorf("boundAbstract(%q) = %v, %v; want %v", n, got, err, want)
 		}
 	}
+	// A name with a newline spans two lines of the list and is found.
+	nl, err := net.Listen("unix", "@"+name+"\nline")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nl.Close()
+	for n, want := range map[string]bool{name + "\nline": true, name + "\nother": false} {
+		got, err := boundAbstract(os.Getpid(), n)
+		if err != nil || got != want {
+			t.Errorf("boundAbstract(%q) = %v, %v; want %v", n, got, err, want)
+		}
+	}
 }
 
 func TestEscapeAbstract(t *testing.T) {
