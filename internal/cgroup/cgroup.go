@@ -25,6 +25,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"sync"
 
 	"github.com/airlock-dev/airlock/internal/errdefs"
 )
@@ -86,11 +87,16 @@ type Group interface {
 	Destroy() error
 }
 
-// validName keeps a pod name from naming anything outside the airlock parent.
-var validName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$`)
+// validName keeps a pod name from naming anything outside the airlock
+// parent (at most 128 characters, checked apart: a counted repetition
+// compiles to 128 copies of the class). Compiled on first use, not in
+// every airlock process (the in-pod init included).
+var validName = sync.OnceValue(func() *regexp.Regexp {
+	return regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]*$`)
+})
 
 func checkName(name string) error {
-	if !validName.MatchString(name) || name == "." || name == ".." {
+	if len(name) > 128 || !validName().MatchString(name) || name == "." || name == ".." {
 		return errdefs.Invalid("cgroup name %q: use letters, digits, '.', '_' and '-' only", name)
 	}
 	return nil
