@@ -13,6 +13,9 @@
 //   - Destroy kills every process of the group, waits until the group is
 //     empty, and removes the pod's directory from every hierarchy; the
 //     "airlock" parent goes too once no pod uses it.
+//   - A pod's init joins the group itself, from the thread that forks the
+//     agent, before the agent exists (ThreadFiles); where that is not
+//     possible (v2) the supervisor moves the init with Add first.
 //   - All file access goes through an ops seam, so the v2 logic is tested
 //     against a fake tree as well as the real kernel.
 package cgroup
@@ -72,6 +75,19 @@ type Group interface {
 	Version() int
 	// Add moves a process into the group.
 	Add(pid int) error
+	// ThreadFiles lists the files through which a thread moves itself
+	// into the group, one per hierarchy: writing "0" to each moves the
+	// writing thread alone (v1 "tasks"), and every process it forks
+	// afterwards is born in the group. nil when the layout has none (v2:
+	// a domain group takes whole processes only), and Add must be used.
+	//
+	// Why: moving a whole process (Add) write-locks the kernel's global
+	// cgroup_threadgroup_rwsem, which waits for an RCU grace period
+	// (0.1-9 ms on a two-core VM) and meanwhile stalls every thread
+	// creation on the host. A thread moving itself is the one case
+	// cgroup_procs_write_start lets go without that lock: it cannot exit
+	// or exec under the move.
+	ThreadFiles() []string
 	// Set applies limits; zero fields remove the corresponding limit.
 	Set(l Limits) error
 	Stats() (Stats, error)

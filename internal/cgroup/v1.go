@@ -125,6 +125,15 @@ func (g *v1Group) Add(pid int) error {
 	return nil
 }
 
+// ThreadFiles are the tasks files of every hierarchy, in Add's order.
+func (g *v1Group) ThreadFiles() []string {
+	var out []string
+	for _, c := range g.controllers() {
+		out = append(out, filepath.Join(g.dirs[c], "tasks"))
+	}
+	return out
+}
+
 func (g *v1Group) Set(l Limits) error {
 	steps := []func(Limits) error{g.setMemory, g.setCPU, g.setPids, g.setIO}
 	for _, s := range steps {

@@ -227,6 +227,7 @@ func encodeSpec(spec *Spec) ([]byte, error) {
 		Hostname: spec.Hostname, Args: spec.Args, Env: spec.Env, Dir: spec.Dir,
 		UID: spec.UID, GID: spec.GID, Mounts: spec.Mounts, RootDir: spec.RootDir,
 		TTY: spec.TTY, Seccomp: spec.Seccomp, Landlock: spec.Landlock,
+		Cgroup: spec.CgroupThreads,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("encoding the pod spec: %w", err)

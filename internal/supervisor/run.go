@@ -153,17 +153,17 @@ func (r *runner) cleanUp() {
 	})
 }
 
-// onStart places the init in its walls before it may go on. Joining v1
-// cgroups waits for an RCU grace period (anywhere from 0.1 to 9 ms on a
-// two-core VM) and detaching a disk-capped layer from the host waits for
-// its unmount (0.5-4 ms); the network and vault hooks depend on neither,
-// so both run beside them while the init, blocked until "go", does
-// nothing.
+// onStart places the init in its walls before it may go on. On cgroup
+// v1 the init joins its cgroup itself (sandbox.Spec.CgroupThreads): moving
+// a whole process waits for an RCU grace period, 0.1 to 9 ms on a
+// two-core VM. Where the supervisor must move it (v2), that runs beside
+// the network and vault hooks, which do not depend on it, while the init,
+// blocked until "go", does nothing.
 func (r *runner) onStart(pid int) error {
 	r.initPID.Store(int64(pid))
 	joined := make(chan error, 1)
 	go func() {
-		if r.group == nil {
+		if r.group == nil || len(r.spec.CgroupThreads) > 0 {
 			joined <- nil
 			return
 		}

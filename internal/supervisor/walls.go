@@ -74,6 +74,7 @@ func (r *runner) buildCgroup(*sandbox.ViewConfig) error {
 		return r.wallFailed(WallCgroups, err)
 	}
 	r.group = g
+	r.spec.CgroupThreads = g.ThreadFiles()
 	r.walls[WallCgroups] = fmt.Sprintf("up (cgroup v%d)", g.Version())
 	// onStart moves the init into r.group, beside the other hooks; this
 	// one only starts the watch on the group's event counters.

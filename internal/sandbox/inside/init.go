@@ -106,6 +106,9 @@ func oneLine(s string) string {
 
 // setup builds every wall and starts the agent; it returns the agent's PID.
 func setup(spec *sandbox.InitSpec) (int, error) {
+	if err := joinCgroup(spec.Cgroup); err != nil {
+		return 0, err
+	}
 	if err := buildView(spec); err != nil {
 		return 0, err
 	}
