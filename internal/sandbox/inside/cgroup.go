@@ -2,21 +2,11 @@ package inside
 
 import (
 	"os"
-	"runtime"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/airlock-dev/airlock/internal/sandbox"
 )
-
-// The init's setup runs on the process's main thread, its thread group
-// leader: LockOSThread in an init function makes main run on the thread
-// that ran the package inits. joinCgroup relies on it.
-func init() {
-	if len(os.Args) > 1 && os.Args[1] == Arg {
-		runtime.LockOSThread()
-	}
-}
 
 // joinCgroup moves the init's main thread into the pod's cgroup by
 // writing "0" (the writing thread) to each hierarchy's tasks file, before
