@@ -71,15 +71,18 @@ func Run(o Options) (int, error) {
 }
 
 type runner struct {
-	o       Options
-	cfg     *config.Config
-	walls   map[string]string // wall -> "up" | "downgraded: reason" | "off"
-	spec    *sandbox.Spec
-	hooks   []func(pid int) error
-	after   []func()
-	group   cgroup.Group
-	wall    atomic.Pointer[netwall.Wall]
-	initPID atomic.Int64 // host pid of the pod's init, once started
+	o     Options
+	cfg   *config.Config
+	walls map[string]string // wall -> "up" | "downgraded: reason" | "off"
+	spec  *sandbox.Spec
+	hooks []func(pid int) error
+	after []func()
+	group cgroup.Group
+	// newGroup delivers the group startCgroup is making, until
+	// buildCgroup takes it.
+	newGroup chan groupResult
+	wall     atomic.Pointer[netwall.Wall]
+	initPID  atomic.Int64 // host pid of the pod's init, once started
 	// recorded is closed once run.start and the run state are written.
 	recorded chan struct{}
 	cleaned  sync.Once
@@ -107,11 +110,12 @@ func (r *runner) wallFailed(wall string, err error) error {
 
 func (r *runner) run() (int, error) {
 	start := time.Now()
+	// The walls built before a failure come down too.
+	defer r.cleanUp()
 	if err := r.buildSpec(); err != nil {
 		r.o.Audit("run.start", map[string]any{"args": r.o.Args}, "error: "+err.Error())
 		return 125, err
 	}
-	defer r.cleanUp()
 	r.spec.OnStart = r.onStart
 	r.spec.OnExit = func(code int) {
 		<-r.recorded
@@ -303,6 +307,8 @@ func (r *runner) buildSpec() error {
 	for _, d := range fs.Sockets {
 		view.Sockets = append(view.Sockets, expandPath(d, home, p.State.Workspace))
 	}
+	r.startCgroup()
+	defer r.dropCgroup() // a no-op once buildCgroup took the group
 	mounts, err := sandbox.PlanView(view)
 	if err != nil {
 		return err
