@@ -13,6 +13,9 @@
 //   - Destroy kills every process of the group, waits until the group is
 //     empty, and removes the pod's directory from every hierarchy; the
 //     "airlock" parent goes too once no pod uses it.
+//   - A pod's init joins the group itself, from the thread that forks the
+//     agent, before the agent exists (ThreadFiles); where that is not
+//     possible (v2) the supervisor moves the init with Add first.
 //   - All file access goes through an ops seam, so the v2 logic is tested
 //     against a fake tree as well as the real kernel.
 package cgroup
@@ -25,6 +28,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"sync"
 
 	"github.com/airlock-dev/airlock/internal/errdefs"
 )
@@ -71,6 +75,19 @@ type Group interface {
 	Version() int
 	// Add moves a process into the group.
 	Add(pid int) error
+	// ThreadFiles lists the files through which a thread moves itself
+	// into the group, one per hierarchy: writing "0" to each moves the
+	// writing thread alone (v1 "tasks"), and every process it forks
+	// afterwards is born in the group. nil when the layout has none (v2:
+	// a domain group takes whole processes only), and Add must be used.
+	//
+	// Why: moving a whole process (Add) write-locks the kernel's global
+	// cgroup_threadgroup_rwsem, which waits for an RCU grace period
+	// (0.1-9 ms on a two-core VM) and meanwhile stalls every thread
+	// creation on the host. A thread moving itself is the one case
+	// cgroup_procs_write_start lets go without that lock: it cannot exit
+	// or exec under the move.
+	ThreadFiles() []string
 	// Set applies limits; zero fields remove the corresponding limit.
 	Set(l Limits) error
 	Stats() (Stats, error)
@@ -86,11 +103,16 @@ type Group interface {
 	Destroy() error
 }
 
-// validName keeps a pod name from naming anything outside the airlock parent.
-var validName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$`)
+// validName keeps a pod name from naming anything outside the airlock
+// parent (at most 128 characters, checked apart: a counted repetition
+// compiles to 128 copies of the class). Compiled on first use, not in
+// every airlock process (the in-pod init included).
+var validName = sync.OnceValue(func() *regexp.Regexp {
+	return regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]*$`)
+})
 
 func checkName(name string) error {
-	if !validName.MatchString(name) || name == "." || name == ".." {
+	if len(name) > 128 || !validName().MatchString(name) || name == "." || name == ".." {
 		return errdefs.Invalid("cgroup name %q: use letters, digits, '.', '_' and '-' only", name)
 	}
 	return nil

@@ -110,4 +110,7 @@ func TestGroupName(t *testing.T) {
 			t.Errorf("GroupName gave an invalid name %q: %v", n, err)
 		}
 	}
+	if checkName(strings.Repeat("x", 129)) == nil {
+		t.Error("a 129-character group name was accepted")
+	}
 }

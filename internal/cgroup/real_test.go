@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -260,6 +261,73 @@ func TestV1PidsForkBomb(t *testing.T) {
 // about half a second of CPU per second. The cap is the property; the lower
 // bound only shows the spinner ran, since on a loaded two-core CI machine
 // other packages' tests can starve it well below its quota.
+// TestV1ThreadFilesJoin is how a pod's init joins its group: a thread
+// writes 0 to every tasks file and forks; the child is born in the group
+// in every hierarchy, while the rest of the process stays outside.
+func TestV1ThreadFilesJoin(t *testing.T) {
+	g, _ := newV1(t, Limits{Pids: 64})
+	files := g.ThreadFiles()
+	if len(files) < 3 {
+		t.Fatalf("ThreadFiles = %v, want one per hierarchy", files)
+	}
+	type started struct {
+		cmd *exec.Cmd
+		err error
+	}
+	var s started
+	onThrowawayThread(func() {
+		for _, f := range files {
+			if err := (realOps{}).write(f, "0"); err != nil {
+				s.err = err
+				return
+			}
+		}
+		s.cmd = exec.Command("sleep", "60")
+		s.err = s.cmd.Start()
+	})
+	if s.err != nil {
+		t.Fatal(s.err)
+	}
+	defer func() { _ = s.cmd.Process.Kill(); _ = s.cmd.Wait() }()
+	for _, f := range files {
+		procs, err := (realOps{}).read(filepath.Join(filepath.Dir(f), "cgroup.procs"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		pids := parsePids(procs)
+		if !slices.Contains(pids, s.cmd.Process.Pid) {
+			t.Errorf("%s: child %d not in the group (procs %v)", filepath.Dir(f), s.cmd.Process.Pid, pids)
+		}
+		tasks, err := (realOps{}).read(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if slices.Contains(parsePids(tasks), os.Getpid()) {
+			t.Errorf("%s: the test process's main thread moved too, not just the one that joined", f)
+		}
+	}
+}
+
+// onThrowawayThread runs f on a locked thread that ends with it, never
+// the main thread: a test process whose main thread joined a group would
+// be listed in it, and killed by its Destroy.
+func onThrowawayThread(f func()) {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		runtime.LockOSThread() // never unlocked: the thread exits with the goroutine
+		if syscall.Gettid() == syscall.Getpid() {
+			// The main thread stays locked to this goroutine meanwhile,
+			// so the nested one runs on another.
+			onThrowawayThread(f)
+			runtime.UnlockOSThread()
+			return
+		}
+		f()
+	}()
+	<-done
+}
+
 func TestV1CPUQuota(t *testing.T) {
 	g, _ := newV1(t, Limits{CPUs: 0.5})
 	addStarted(t, g, "spin")

@@ -125,6 +125,15 @@ func (g *v1Group) Add(pid int) error {
 	return nil
 }
 
+// ThreadFiles are the tasks files of every hierarchy, in Add's order.
+func (g *v1Group) ThreadFiles() []string {
+	var out []string
+	for _, c := range g.controllers() {
+		out = append(out, filepath.Join(g.dirs[c], "tasks"))
+	}
+	return out
+}
+
 func (g *v1Group) Set(l Limits) error {
 	steps := []func(Limits) error{g.setMemory, g.setCPU, g.setPids, g.setIO}
 	for _, s := range steps {
@@ -376,15 +385,39 @@ func (g *v1Group) Procs() ([]int, error) {
 }
 
 func (g *v1Group) Destroy() error {
-	if _, err := g.Procs(); err != nil {
+	pids, err := g.Procs()
+	if err != nil {
 		return nil // already gone
 	}
+	// The usual case, a pod whose init was reaped (the kernel ended its
+	// PID namespace with it), needs no freeze, kill and thaw round: 0.3
+	// ms of a run. Should a process arrive after this look, the rmdir
+	// below fails busy and the round runs after all.
+	if len(pids) > 0 {
+		if err := g.killAndWait(); err != nil {
+			return err
+		}
+	}
+	err = g.removeDirs()
+	if err != nil && len(pids) == 0 {
+		if err := g.killAndWait(); err != nil {
+			return err
+		}
+		err = g.removeDirs()
+	}
+	return err
+}
+
+func (g *v1Group) killAndWait() error {
 	if err := g.Kill(); err != nil {
 		return err
 	}
-	if err := waitEmpty(g.Procs); err != nil {
-		return err
-	}
+	return waitEmpty(g.Procs)
+}
+
+// removeDirs removes the group from every hierarchy, and the airlock
+// parent where no other pod uses it.
+func (g *v1Group) removeDirs() error {
 	var errs []string
 	for _, c := range g.controllers() {
 		if err := removeGroup(g.o, g.dirs[c]); err != nil {

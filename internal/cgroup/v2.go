@@ -93,6 +93,10 @@ func (g *v2Group) Add(pid int) error {
 	return nil
 }
 
+// ThreadFiles is nil: cgroup.threads takes single threads only in a
+// threaded subtree, and a pod's group is a domain group.
+func (g *v2Group) ThreadFiles() []string { return nil }
+
 func (g *v2Group) Set(l Limits) error {
 	if err := g.setIf("memory.max", limitString(l.Memory), l.Memory > 0); err != nil {
 		return err

@@ -9,6 +9,7 @@ import (
 	"reflect"
 	"regexp"
 	"strings"
+	"sync"
 
 	"github.com/airlock-dev/airlock/internal/errdefs"
 	"go.yaml.in/yaml/v3"
@@ -303,7 +304,7 @@ func contains(list []string, s string) bool {
 	return false
 }
 
-var yamlLine = regexp.MustCompile(`^(?:yaml: )?line (\d+): (.*)$`)
+var yamlLine = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^(?:yaml: )?line (\d+): (.*)$`) })
 
 // yamlError turns a (possibly multi-line) yaml.v3 error into one-line
 // errors of the form "file:line: message".
@@ -320,7 +321,7 @@ func yamlError(filename string, err error) error {
 		if l == "" || l == "unmarshal errors:" {
 			continue
 		}
-		if m := yamlLine.FindStringSubmatch(l); m != nil {
+		if m := yamlLine().FindStringSubmatch(l); m != nil {
 			errs = append(errs, errdefs.Invalid("%s:%s: %s", filename, m[1], m[2]))
 		} else {
 			errs = append(errs, errdefs.Invalid("%s: %s", filename, l))

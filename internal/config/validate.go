@@ -8,6 +8,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/airlock-dev/airlock/internal/errdefs"
 )
@@ -135,11 +136,12 @@ func checkCommand(c *Config) string {
 	return ""
 }
 
-var envName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+// The patterns are compiled on first use, not in every airlock process.
+var envName = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`) })
 
 func checkEnv(c *Config) string {
 	for k, v := range c.Run.Env {
-		if !envName.MatchString(k) {
+		if !envName().MatchString(k) {
 			return fmt.Sprintf("%q is not a valid variable name (letters, digits and _, not starting with a digit)", k)
 		}
 		if strings.ContainsRune(v, 0) {
@@ -156,7 +158,8 @@ func checkWorkdir(c *Config) string {
 	return pathList([]string{c.Run.Workdir}, anyPath)
 }
 
-var hostLabel = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
+// hostLabel is one DNS label; its length (at most 63) is checked apart.
+var hostLabel = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[a-z0-9]([a-z0-9-]*[a-z0-9])?$`) })
 
 func checkHostname(c *Config) string {
 	h := c.Run.Hostname
@@ -174,7 +177,7 @@ func validDNSName(h string) bool {
 		return false
 	}
 	for _, l := range strings.Split(h, ".") {
-		if !hostLabel.MatchString(l) {
+		if len(l) > 63 || !hostLabel().MatchString(l) {
 			return false
 		}
 	}

@@ -32,6 +32,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/airlock-dev/airlock/internal/config"
@@ -111,12 +112,14 @@ func Open(home string) (*Store, error) {
 func (s *Store) podsDir() string           { return filepath.Join(s.Home, "pods") }
 func (s *Store) podDir(name string) string { return filepath.Join(s.podsDir(), name) }
 
-var nameRule = regexp.MustCompile(`^[a-z0-9][a-z0-9_.-]{0,62}$`)
+// nameRule is compiled on first use; the length is checked apart (a
+// counted repetition compiles to one copy of the class per count).
+var nameRule = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[a-z0-9][a-z0-9_.-]*$`) })
 
 // ValidateName checks a pod name: 1 to 63 characters, lower-case letters,
 // digits, '_', '.' and '-', starting with a letter or digit.
 func ValidateName(name string) error {
-	if !nameRule.MatchString(name) {
+	if len(name) > 63 || !nameRule().MatchString(name) {
 		return errdefs.Invalid("invalid pod name %q: use 1-63 lower-case letters, digits, '_', '.' or '-', starting with a letter or digit", name)
 	}
 	return nil

@@ -8,7 +8,7 @@
 //
 //   - The init inherits fds 0-2 and two pipes only: the spec pipe (the spec,
 //     then a one-byte "go" once Spec.OnStart has placed the init in its
-//     cgroup and network) and the status pipe (one line: started, or why
+//     network, and in its cgroup unless the init joins that itself) and the status pipe (one line: started, or why
 //     not).
 //   - The init dies with the supervisor: it is started from a locked OS
 //     thread with Pdeathsig SIGKILL, and that thread lives until the init
@@ -107,6 +107,11 @@ type Spec struct {
 	// and each call its notify rules match waits for an answer.
 	SeccompListener func(*os.File)
 	Landlock        *LandlockSpec // nil: none
+	// CgroupThreads are the files through which the init moves its main
+	// thread into the pod's cgroup before it builds anything (cgroup
+	// Group.ThreadFiles): the agent, forked from that thread, and all its
+	// descendants are born in the group. Empty: OnStart places the init.
+	CgroupThreads []string
 	// Stdin, Stdout, Stderr default to /dev/null when nil.
 	Stdin, Stdout, Stderr *os.File
 	// OnStart runs with the init's host PID before the init builds
@@ -138,6 +143,7 @@ type InitSpec struct {
 	// SeccompNotify: install Seccomp with a listener (FileNotify).
 	SeccompNotify bool          `json:"seccomp_notify,omitempty"`
 	Landlock      *LandlockSpec `json:"landlock,omitempty"`
+	Cgroup        []string      `json:"cgroup,omitempty"` // Spec.CgroupThreads
 }
 
 // The init's file descriptors beyond 0-2 and its status line format.

@@ -327,6 +327,7 @@ func encodeSpec(spec *Spec) ([]byte, error) {
 		UID: spec.UID, GID: spec.GID, Mounts: spec.Mounts, RootDir: spec.RootDir,
 		TTY: spec.TTY, Rows: spec.Rows, Cols: spec.Cols, Seccomp: spec.Seccomp, Landlock: spec.Landlock,
 		SeccompNotify: spec.SeccompListener != nil && len(spec.Seccomp) > 0,
+		Cgroup:        spec.CgroupThreads,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("encoding the pod spec: %w", err)

@@ -71,15 +71,18 @@ func Run(o Options) (int, error) {
 }
 
 type runner struct {
-	o       Options
-	cfg     *config.Config
-	walls   map[string]string // wall -> "up" | "downgraded: reason" | "off"
-	spec    *sandbox.Spec
-	hooks   []func(pid int) error
-	after   []func()
-	group   cgroup.Group
-	wall    atomic.Pointer[netwall.Wall]
-	initPID atomic.Int64 // host pid of the pod's init, once started
+	o     Options
+	cfg   *config.Config
+	walls map[string]string // wall -> "up" | "downgraded: reason" | "off"
+	spec  *sandbox.Spec
+	hooks []func(pid int) error
+	after []func()
+	group cgroup.Group
+	// newGroup delivers the group startCgroup is making, until
+	// buildCgroup takes it.
+	newGroup chan groupResult
+	wall     atomic.Pointer[netwall.Wall]
+	initPID  atomic.Int64 // host pid of the pod's init, once started
 	// recorded is closed once run.start and the run state are written.
 	recorded chan struct{}
 	cleaned  sync.Once
@@ -107,11 +110,12 @@ func (r *runner) wallFailed(wall string, err error) error {
 
 func (r *runner) run() (int, error) {
 	start := time.Now()
+	// The walls built before a failure come down too.
+	defer r.cleanUp()
 	if err := r.buildSpec(); err != nil {
 		r.o.Audit("run.start", map[string]any{"args": r.o.Args}, "error: "+err.Error())
 		return 125, err
 	}
-	defer r.cleanUp()
 	r.spec.OnStart = r.onStart
 	r.spec.OnExit = func(code int) {
 		<-r.recorded
@@ -153,17 +157,17 @@ func (r *runner) cleanUp() {
 	})
 }
 
-// onStart places the init in its walls before it may go on. Joining v1
-// cgroups waits for an RCU grace period (anywhere from 0.1 to 9 ms on a
-// two-core VM) and detaching a disk-capped layer from the host waits for
-// its unmount (0.5-4 ms); the network and vault hooks depend on neither,
-// so both run beside them while the init, blocked until "go", does
-// nothing.
+// onStart places the init in its walls before it may go on. On cgroup
+// v1 the init joins its cgroup itself (sandbox.Spec.CgroupThreads): moving
+// a whole process waits for an RCU grace period, 0.1 to 9 ms on a
+// two-core VM. Where the supervisor must move it (v2), that runs beside
+// the network and vault hooks, which do not depend on it, while the init,
+// blocked until "go", does nothing.
 func (r *runner) onStart(pid int) error {
 	r.initPID.Store(int64(pid))
 	joined := make(chan error, 1)
 	go func() {
-		if r.group == nil {
+		if r.group == nil || len(r.spec.CgroupThreads) > 0 {
 			joined <- nil
 			return
 		}
@@ -304,6 +308,8 @@ func (r *runner) buildSpec() error {
 	for _, d := range fs.Sockets {
 		view.Sockets = append(view.Sockets, expandPath(d, home, p.State.Workspace))
 	}
+	r.startCgroup()
+	defer r.dropCgroup() // a no-op once buildCgroup took the group
 	mounts, err := sandbox.PlanView(view)
 	if err != nil {
 		return err

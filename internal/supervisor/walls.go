@@ -92,9 +92,17 @@ func (r *runner) buildLandlock(v *sandbox.ViewConfig) error {
 	return nil
 }
 
-func (r *runner) buildCgroup(*sandbox.ViewConfig) error {
+type groupResult struct {
+	g   cgroup.Group
+	err error
+}
+
+// startCgroup creates the pod's group in the background: its directories
+// and limits (v1: fourteen mkdirs and a dozen writes, 0.4-0.7 ms) are made
+// while the other walls are built. buildCgroup takes the group, or
+// dropCgroup removes it when the spec is not finished.
+func (r *runner) startCgroup() {
 	res := r.cfg.Resources
-	r.diskQuotaStatus(res.Disk)
 	lim := cgroup.Limits{
 		Memory:   int64(res.Memory),
 		Swap:     int64(res.Swap),
@@ -103,14 +111,40 @@ func (r *runner) buildCgroup(*sandbox.ViewConfig) error {
 		ReadBPS:  int64(res.IO.ReadBPS),
 		WriteBPS: int64(res.IO.WriteBPS),
 	}
-	g, err := cgroup.New(cgroup.GroupName(r.o.Pod.Name, r.o.Pod.Dir), lim)
+	name := cgroup.GroupName(r.o.Pod.Name, r.o.Pod.Dir)
+	ch := make(chan groupResult, 1)
+	go func() {
+		g, err := cgroup.New(name, lim)
+		ch <- groupResult{g, err}
+	}()
+	r.newGroup = ch
+}
+
+// dropCgroup removes a group startCgroup made that buildCgroup never took.
+func (r *runner) dropCgroup() {
+	if r.newGroup == nil {
+		return
+	}
+	if ng := <-r.newGroup; ng.err == nil {
+		_ = ng.g.Destroy()
+	}
+	r.newGroup = nil
+}
+
+func (r *runner) buildCgroup(*sandbox.ViewConfig) error {
+	r.diskQuotaStatus(r.cfg.Resources.Disk)
+	ng := <-r.newGroup
+	r.newGroup = nil
+	g, err := ng.g, ng.err
 	if err != nil {
 		return r.wallFailed(WallCgroups, err)
 	}
 	r.group = g
+	r.spec.CgroupThreads = g.ThreadFiles()
 	r.walls[WallCgroups] = fmt.Sprintf("up (cgroup v%d)", g.Version())
-	// onStart moves the init into r.group, beside the other hooks; this
-	// one only starts the watch on the group's event counters.
+	// The init joins r.group itself (v1, CgroupThreads) or onStart moves
+	// it there beside the other hooks (v2); this hook only starts the
+	// watch on the group's event counters.
 	ev := &resourceEvents{audit: r.o.Audit, stats: g.Stats}
 	// The pod's directory is on the host file system that holds its layer
 	// (or the image file of a capped layer, which may be sparse): that is

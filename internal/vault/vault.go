@@ -35,6 +35,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/airlock-dev/airlock/internal/errdefs"
@@ -91,18 +92,21 @@ func Open(home, podName, dir string) *Vault {
 	return &Vault{home: home, pod: podName, dir: dir}
 }
 
-var nameRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,127}$`)
+// The patterns are compiled on first use, not in every airlock process;
+// lengths are checked apart (a counted repetition compiles to one copy of
+// the class per count).
+var nameRE = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`) })
 
 // ValidName checks a secret name: an environment variable name.
 func ValidName(name string) error {
-	if !nameRE.MatchString(name) {
+	if len(name) > 128 || !nameRE().MatchString(name) {
 		return errdefs.Invalid("secret name %q: use letters, digits and _ (an environment variable name, at most 128 characters)", name)
 	}
 	return nil
 }
 
 // hostLabelRE is one DNS label of a host a proxy-mode secret may go to.
-var hostLabelRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9_-]{0,61}[a-z0-9])?$`)
+var hostLabelRE = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[a-z0-9]([a-z0-9_-]*[a-z0-9])?$`) })
 
 // ValidHost checks a host of a proxy-mode binding: an exact, lower-case
 // DNS name (no wildcard, port or IP literal: the proxy matches the TLS
@@ -114,7 +118,7 @@ func ValidHost(h string) error {
 	}
 	labels := strings.Split(h, ".")
 	for _, l := range labels {
-		if !hostLabelRE.MatchString(l) {
+		if len(l) > 63 || !hostLabelRE().MatchString(l) {
 			return bad
 		}
 	}
@@ -152,7 +156,7 @@ func ValidBinding(b Binding) error {
 	}
 	if b.Header != "" {
 		name, tmpl, ok := strings.Cut(b.Header, ":")
-		if !ok || !headerNameRE.MatchString(strings.TrimSpace(name)) || !strings.Contains(tmpl, "{}") || strings.ContainsAny(tmpl, "\r\n\x00") {
+		if !ok || !headerNameRE().MatchString(strings.TrimSpace(name)) || !strings.Contains(tmpl, "{}") || strings.ContainsAny(tmpl, "\r\n\x00") {
 			return errdefs.Invalid("header %q: use 'Name: text with {} where the value goes'", b.Header)
 		}
 		if slices.Contains(framingHeaders, strings.ToLower(strings.TrimSpace(name))) {
@@ -166,7 +170,7 @@ func ValidBinding(b Binding) error {
 var framingHeaders = []string{"host", "content-length", "transfer-encoding", "connection", "upgrade", "te", "trailer", "expect"}
 
 // headerNameRE is an HTTP field name (RFC 9110 token).
-var headerNameRE = regexp.MustCompile("^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+var headerNameRE = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile("^[!#$%&'*+.^_`|~0-9A-Za-z-]+$") })
 
 func (v *Vault) secretsDir() string            { return filepath.Join(v.dir, "secrets") }
 func (v *Vault) recordPath(name string) string { return filepath.Join(v.secretsDir(), name+".json") }

@@ -190,7 +190,7 @@ func TestCAStableAndSealed(t *testing.T) {
 
 func TestNamesAndBindingsValidated(t *testing.T) {
 	v := newVault(t, t.TempDir(), "p1")
-	for _, n := range []string{"../x", "a/b", "", "1X", "A B", strings.Repeat("A", 200)} {
+	for _, n := range []string{"../x", "a/b", "", "1X", "A B", strings.Repeat("A", 129), strings.Repeat("A", 200)} {
 		if v.Set(n, canary) == nil {
 			t.Errorf("name %q accepted", n)
 		}
@@ -204,13 +204,13 @@ func TestNamesAndBindingsValidated(t *testing.T) {
 		{Mode: ModeProxy, Hosts: []string{"a.b"}, Header: "Bad Name: {}"},
 		{Mode: ModeEnv, Hosts: []string{"a.b"}}, {Hosts: []string{"a.b"}},
 		proxy("a.b/c"), proxy("a,b"), proxy("*.a.b"), proxy("a.b:443"), proxy("A.b"), proxy("1.2.3.4"),
-		proxy("::1"), proxy("-a.b"), proxy("a..b"), proxy(""), proxy("a.b", "a.b")}
+		proxy("::1"), proxy("-a.b"), proxy("a..b"), proxy(""), proxy("a.b", "a.b"), proxy(strings.Repeat("a", 64) + ".b")}
 	for _, b := range bad {
 		if v.Bind("K", b) == nil {
 			t.Errorf("binding %+v accepted", b)
 		}
 	}
-	for _, b := range []Binding{proxy("api.example.com", "localhost"), {Mode: ModeEnv}, {}} {
+	for _, b := range []Binding{proxy("api.example.com", "localhost"), proxy(strings.Repeat("a", 63) + ".b"), {Mode: ModeEnv}, {}} {
 		if err := v.Bind("K", b); err != nil {
 			t.Errorf("binding %+v refused: %v", b, err)
 		}

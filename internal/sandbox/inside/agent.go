@@ -3,7 +3,6 @@ package inside
 import (
 	"errors"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -167,10 +166,11 @@ func reap(agent int, exited chan<- int) {
 	}
 }
 
+// notifySignals returns the forwarded signals, queued since the init
+// started (start.go).
 func notifySignals() <-chan os.Signal {
-	sigs := make(chan os.Signal, 8)
-	signal.Notify(sigs, forwarded...)
-	return sigs
+	<-early.done
+	return early.sigs
 }
 
 // openTerminal allocates the agent's pty in the pod's own devpts, after

@@ -145,6 +145,9 @@ func oneLine(s string) string {
 // setup builds every wall and starts the agent; it returns the agent's
 // PID and adds to h what the supervisor must get.
 func setup(spec *sandbox.InitSpec, h *handoff) (int, error) {
+	if err := joinCgroup(spec.Cgroup); err != nil {
+		return 0, err
+	}
 	if err := buildView(spec); err != nil {
 		return 0, err
 	}
