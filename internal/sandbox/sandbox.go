@@ -112,6 +112,9 @@ type Spec struct {
 	// Group.ThreadFiles): the agent, forked from that thread, and all its
 	// descendants are born in the group. Empty: OnStart places the init.
 	CgroupThreads []string
+	// Early, when set, is the init Spawn started ahead for this spec
+	// (same NewNet; its fds 0-2 are the ones it was spawned with).
+	Early *Pending
 	// Stdin, Stdout, Stderr default to /dev/null when nil.
 	Stdin, Stdout, Stderr *os.File
 	// OnStart runs with the init's host PID before the init builds

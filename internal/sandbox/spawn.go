@@ -64,13 +64,46 @@ type started struct {
 
 // Start starts the init and returns once it has started the command, or
 // with the reason it did not (a *SetupError for failures inside the pod).
-// No process of the pod is left running when Start fails.
+// No process of the pod is left running when Start fails. With
+// spec.Early, the init Spawn started ahead is the one that gets the spec.
 func Start(spec *Spec) (*Process, error) {
-	data, err := encodeSpec(spec)
+	pd := spec.Early
+	if pd == nil {
+		var err error
+		pd, err = Spawn(SpawnOptions{NewNet: spec.NewNet, Stdin: spec.Stdin, Stdout: spec.Stdout, Stderr: spec.Stderr})
+		if err != nil {
+			return nil, err
+		}
+	}
+	p, err := pd.start(spec)
 	if err != nil {
+		pd.Abort()
 		return nil, err
 	}
-	files, closeFiles, err := stdFiles(spec)
+	return p, nil
+}
+
+// SpawnOptions are what the init must have from its first instruction:
+// its namespaces and its fds 0-2 (nil: /dev/null).
+type SpawnOptions struct {
+	NewNet                bool
+	Stdin, Stdout, Stderr *os.File
+}
+
+// Pending is an init started ahead of its spec: it execs and boots its Go
+// runtime (1.5-2 ms) while the supervisor builds the walls, then waits on
+// the spec pipe. Start (through Spec.Early) sends it the spec; Abort ends
+// it. It is single-use.
+type Pending struct {
+	p            *Process
+	newNet       bool
+	specW, statR *os.File
+	used, done   bool
+}
+
+// Spawn starts an init that waits for its spec.
+func Spawn(o SpawnOptions) (*Pending, error) {
+	files, closeFiles, err := stdFiles(o.Stdin, o.Stdout, o.Stderr)
 	if err != nil {
 		return nil, err
 	}
@@ -79,25 +112,21 @@ func Start(spec *Spec) (*Process, error) {
 	if err != nil {
 		return nil, fmt.Errorf("creating the spec pipe: %w", err)
 	}
-	defer specW.Close()
 	statR, statW, err := statusPair()
 	if err != nil {
 		specR.Close()
+		specW.Close()
 		return nil, err
 	}
-	statOpen := true
-	defer func() {
-		if statOpen {
-			statR.Close()
-		}
-	}()
 	p := &Process{done: make(chan struct{})}
 	st := make(chan started, 1)
-	go p.own(spec, append(files, specR, statW), st)
+	go p.own(o.NewNet, append(files, specR, statW), st)
 	s := <-st
 	specR.Close()
 	statW.Close()
 	if s.err != nil {
+		specW.Close()
+		statR.Close()
 		if errors.Is(s.err, syscall.EPERM) || errors.Is(s.err, syscall.EINVAL) || errors.Is(s.err, syscall.ENOSPC) || errors.Is(s.err, syscall.EUSERS) {
 			// clone with the namespace flags is what fails here.
 			return nil, fmt.Errorf("starting the pod's init in new mount, PID, UTS, IPC and network namespaces: %w — this kernel, a container or a seccomp policy forbids creating them (or the namespace limit in /proc/sys/user is reached); run airlock doctor", s.err)
@@ -105,20 +134,61 @@ func Start(spec *Spec) (*Process, error) {
 		return nil, fmt.Errorf("starting the pod's init: %w", s.err)
 	}
 	p.proc, p.Pid = s.proc, s.proc.Pid
-	if err := p.handshake(spec, data, specW, statR); err != nil {
-		_ = p.proc.Kill()
-		<-p.done
+	return &Pending{p: p, newNet: o.NewNet, specW: specW, statR: statR}, nil
+}
+
+// Abort ends an init that has not started a command (closing the spec
+// pipe makes it exit) and waits for it. It is a no-op after a successful
+// start.
+func (pd *Pending) Abort() {
+	if pd.done || pd.used && pd.specW == nil {
+		return
+	}
+	pd.done = true
+	pd.close()
+	_ = pd.p.proc.Kill()
+	<-pd.p.done
+}
+
+func (pd *Pending) close() {
+	if pd.specW != nil {
+		pd.specW.Close()
+		pd.specW = nil
+	}
+	if pd.statR != nil {
+		pd.statR.Close()
+		pd.statR = nil
+	}
+}
+
+// start sends spec to the waiting init and runs the handshake. On error
+// the caller aborts.
+func (pd *Pending) start(spec *Spec) (*Process, error) {
+	if pd.used {
+		return nil, fmt.Errorf("internal error: a pending init was started twice")
+	}
+	pd.used = true
+	if spec.NewNet != pd.newNet {
+		return nil, fmt.Errorf("internal error: the init was spawned with new-network %v for a spec that wants %v", pd.newNet, spec.NewNet)
+	}
+	data, err := encodeSpec(spec)
+	if err != nil {
+		return nil, err
+	}
+	p := pd.p
+	if err := p.handshake(spec, data, pd.specW, pd.statR); err != nil {
 		return nil, err
 	}
 	if err := p.handListener(spec); err != nil {
-		_ = p.proc.Kill()
-		<-p.done
 		return nil, err
 	}
+	pd.specW = nil // the handshake closed it
 	if spec.OnExit != nil {
-		statOpen = false
-		go watchExit(statR, spec.OnExit)
+		go watchExit(pd.statR, spec.OnExit)
+	} else {
+		pd.statR.Close()
 	}
+	pd.statR = nil
 	return p, nil
 }
 
@@ -217,10 +287,10 @@ func watchExit(statR *os.File, onExit func(int)) {
 // Pdeathsig fires when the thread that forked the child exits, so the
 // thread must outlive the child. The goroutine never unlocks, so the
 // runtime retires the thread afterwards.
-func (p *Process) own(spec *Spec, files []*os.File, st chan<- started) {
+func (p *Process) own(newNet bool, files []*os.File, st chan<- started) {
 	runtime.LockOSThread()
 	flags := uintptr(syscall.CLONE_NEWNS | syscall.CLONE_NEWPID | syscall.CLONE_NEWUTS | syscall.CLONE_NEWIPC)
-	if spec.NewNet {
+	if newNet {
 		flags |= syscall.CLONE_NEWNET
 	}
 	proc, err := os.StartProcess("/proc/self/exe", []string{"/proc/self/exe", InitArg}, &os.ProcAttr{
@@ -336,8 +406,8 @@ func encodeSpec(spec *Spec) ([]byte, error) {
 }
 
 // stdFiles returns the init's fds 0-2, opening /dev/null for missing ones.
-func stdFiles(spec *Spec) ([]*os.File, func(), error) {
-	files := []*os.File{spec.Stdin, spec.Stdout, spec.Stderr}
+func stdFiles(stdin, stdout, stderr *os.File) ([]*os.File, func(), error) {
+	files := []*os.File{stdin, stdout, stderr}
 	var opened []*os.File
 	closeAll := func() {
 		for _, f := range opened {

@@ -57,10 +57,23 @@ func Run(o Options) (int, error) {
 		return 125, err
 	}
 	defer release()
+	// The init execs and boots while the layer is prepared and the walls
+	// are built; it waits for its spec.
+	stdin, stdout, stderr := o.Stdin, o.Stdout, o.Stderr
+	if o.TTY {
+		stdin, stdout, stderr = nil, nil, nil // the init makes the pod's own terminal
+	}
+	early, err := sandbox.Spawn(sandbox.SpawnOptions{NewNet: wantsNetNS(p.Config.Network), Stdin: stdin, Stdout: stdout, Stderr: stderr})
+	if err == nil {
+		defer early.Abort() // a no-op once the pod has started
+	}
+	// else early is nil: the walls are checked first and sandbox.Start
+	// tries again, so a refusal names a missing wall before the
+	// namespaces, as without the early start.
 	if err := p.PrepareRoots(); err != nil {
 		return 125, err
 	}
-	r := &runner{o: o, cfg: p.Config, walls: map[string]string{}}
+	r := &runner{o: o, cfg: p.Config, walls: map[string]string{}, early: early}
 	if o.Audit == nil {
 		r.o.Audit = func(string, map[string]any, string) {}
 	}
@@ -75,6 +88,7 @@ type runner struct {
 	cfg   *config.Config
 	walls map[string]string // wall -> "up" | "downgraded: reason" | "off"
 	spec  *sandbox.Spec
+	early *sandbox.Pending // the init, spawned ahead of its spec
 	hooks []func(pid int) error
 	after []func()
 	group cgroup.Group
@@ -290,6 +304,7 @@ func (r *runner) buildSpec() error {
 		Stdin:    r.o.Stdin,
 		Stdout:   r.o.Stdout,
 		Stderr:   r.o.Stderr,
+		Early:    r.early,
 	}
 	view := sandbox.ViewConfig{Roots: p.Roots()}
 	fs := r.cfg.Filesystem

@@ -285,10 +285,14 @@ func (r *runner) diskQuotaStatus(d config.Disk) {
 	r.walls[WallDiskQuota] = fmt.Sprintf("NOT ENFORCED (resources.disk %s / %d inodes set, but the pod was created without a capped layer: downgraded, or made before the cap existed; recreate it to cap); guard: the pod is frozen when the file system holding its layer runs low", d.Bytes, d.Inodes)
 }
 
+// wantsNetNS says whether a pod of this network config gets a network
+// namespace of its own: every mode but host.
+func wantsNetNS(n config.Network) bool { return n.Mode != "host" }
+
 func (r *runner) buildNetwork(v *sandbox.ViewConfig) error {
 	n := r.cfg.Network
-	switch n.Mode {
-	case "host":
+	switch {
+	case !wantsNetNS(n):
 		r.walls[WallNetwork] = "OFF (network.mode: host — the pod shares the host's network)"
 		r.o.Warn("network.mode is host: the pod can reach every address the host can")
 		r.o.Audit("wall.network", map[string]any{"mode": "host"}, "warning")
