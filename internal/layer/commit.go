@@ -868,6 +868,8 @@ func (a *applier) newInode(r *rootFds, par int, tmp string, src, upar int, uname
 	}
 	err = copyData(dst, src, st.Size)
 	if err == nil {
+		startWriteback(dst)
+		dropCleanCache(src)
 		err = copyXattrs(dst, src, committableXattr)
 	}
 	if err != nil {

@@ -286,6 +286,32 @@ func sendData(dst, src int, size int64) error {
 	return nil
 }
 
+// startWriteback starts writing a copied file's data to disk without
+// waiting, so the syncfs that ends a commit finds most of it already
+// written: the disk works while the next files are copied (a commit of
+// 1 GiB otherwise spent half a second in that syncfs). Only a hint: the
+// syncfs still waits for every page, so an error here changes nothing.
+func startWriteback(fd int) {
+	_ = unix.SyncFileRange(fd, 0, 0, unix.SYNC_FILE_RANGE_WRITE)
+}
+
+// dropCleanCache drops the cached pages of a layer file that was just
+// copied: the commit removes the file from the layer anyway, so its pages
+// are dead weight, and freed now they are the ones the next copies
+// allocate (on a VM whose balloon takes back free memory, fresh pages
+// cost the host a fault each, which made a commit's copy 1.5 s instead of
+// 0.35 s for 1 GiB; the layer clean-up then frees no cache either). Only
+// a file with no dirty pages: dropping starts writeback of dirty ones,
+// which would write out data that is about to be deleted. cachestat needs
+// Linux 6.5; without it nothing is dropped.
+func dropCleanCache(fd int) {
+	var cs unix.Cachestat_t
+	if unix.Cachestat(uint(fd), &unix.CachestatRange{}, &cs, 0) != nil || cs.Dirty != 0 || cs.Writeback != 0 {
+		return
+	}
+	_ = unix.Fadvise(fd, 0, 0, unix.FADV_DONTNEED)
+}
+
 // copyBufs holds copyRW's buffers: a fresh zeroed MiB per file was most
 // of a commit's user time and garbage.
 var copyBufs = sync.Pool{New: func() any { b := make([]byte, 1<<20); return &b }}
