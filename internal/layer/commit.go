@@ -327,8 +327,13 @@ func prepare(j *journal, journalDir string) error {
 	if err := os.Mkdir(filepath.Join(j.dir, backupsDir), 0o700); err != nil {
 		return fmt.Errorf("creating commit journal: %w", err)
 	}
-	if err := j.save(); err != nil {
-		return err
+	// A commit that backs nothing up (it only adds paths) has nothing for
+	// Recover to settle while preparing: a crash leaves a directory
+	// without journal.json, which Recover drops.
+	if slices.ContainsFunc(j.Ops, needsBackup) {
+		if err := j.save(); err != nil {
+			return err
+		}
 	}
 	if err := takeBackups(j); err != nil {
 		return fmt.Errorf("backing up host files for commit %s: %w; nothing was changed", j.ID, err)
@@ -367,6 +372,9 @@ func takeBackups(j *journal) error {
 			return fmt.Errorf("%s: %w", EscapeName(o.Path), err)
 		}
 	}
+	if !slices.ContainsFunc(j.Ops, needsBackup) {
+		return nil // nothing was written that must be durable first
+	}
 	if err := unix.Syncfs(bfd); err != nil {
 		return os.NewSyscallError("syncfs", err)
 	}
@@ -377,7 +385,7 @@ func takeBackups(j *journal) error {
 // directory share (the backups change nothing on the host).
 func backupOp(o *op, i int, hostFd, bfd int, pc *parentCache, mp *missingMemo) error {
 	o.Made = mp.count(hostFd, o.Path)
-	if o.Before == nil || o.Action == actChmod {
+	if !needsBackup(*o) {
 		return nil
 	}
 	par, name, err := pc.parent(hostFd, o.Path)
@@ -387,6 +395,9 @@ func backupOp(o *op, i int, hostFd, bfd int, pc *parentCache, mp *missingMemo) e
 	o.Backup = strconv.Itoa(i)
 	return cloneEntry(par, name, bfd, o.Backup)
 }
+
+// needsBackup reports an op that overwrites or removes a host entry.
+func needsBackup(o op) bool { return o.Before != nil && o.Action != actChmod }
 
 // missingMemo remembers missingParents for the last directory asked.
 type missingMemo struct {
