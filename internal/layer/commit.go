@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -132,10 +133,14 @@ func subsume(cs []Change) []Change {
 
 // rootFds holds the resolution anchors of one root.
 type rootFds struct {
-	root       Root
-	host, up   int
-	sameFS     bool
-	baseByPath map[string]BaseEntry
+	root     Root
+	host, up int
+	sameFS   bool
+	// noCopyRange is set once copy_file_range failed between the two
+	// file systems (a disk-capped layer: EXDEV): later files go straight
+	// to sendfile.
+	noCopyRange atomic.Bool
+	baseByPath  map[string]BaseEntry
 }
 
 // planner classifies changes into journal ops, conflicts and skips.
@@ -146,6 +151,7 @@ type planner struct {
 	// replaced holds root+"\x00"+path of planned ops that put a directory
 	// where the host has a non-directory.
 	replaced map[string]bool
+	up, host parentCache
 }
 
 func newPlanner(roots []Root, base *Base) (*planner, error) {
@@ -178,6 +184,8 @@ func openRootFds(r Root) (*rootFds, error) {
 }
 
 func (p *planner) close() {
+	p.up.drop()
+	p.host.drop()
 	for _, r := range p.roots {
 		unix.Close(r.host)
 		unix.Close(r.up)
@@ -221,7 +229,7 @@ func (p *planner) plan(c Change, j *journal, res *CommitResult) error {
 func (p *planner) makeOp(c Change, fds *rootFds) (*op, error) {
 	o := &op{Root: c.Root, Path: c.Path, Host: fds.root.Host, Upper: fds.root.Upper, Kind: c.Kind, Opaque: c.Opaque}
 	if c.Kind != Deleted {
-		ust, err := lstatBeneath(fds.up, c.Path)
+		ust, err := lstatIn(&p.up, fds.up, c.Path)
 		if err != nil {
 			return nil, fmt.Errorf("reading layer entry %s: %w", EscapeName(c.Display()), err)
 		}
@@ -231,7 +239,7 @@ func (p *planner) makeOp(c Change, fds *rootFds) (*op, error) {
 		o.Type = c.Type
 	}
 	o.Action = actionFor(c)
-	before, err := hostState(fds.host, c.Path)
+	before, err := hostStateIn(&p.host, fds.host, c.Path)
 	if errors.Is(err, unix.ELOOP) && p.replacesParent(c) {
 		err = nil // the host symlink above it becomes a directory first: nothing is there yet
 	}
@@ -269,14 +277,20 @@ func actionFor(c Change) string {
 
 // hostState reads what the host holds at rel, nil when absent.
 func hostState(hostFd int, rel string) (*entryState, error) {
-	par, name, err := openParent(hostFd, rel)
+	var c parentCache
+	defer c.drop()
+	return hostStateIn(&c, hostFd, rel)
+}
+
+// hostStateIn is hostState resolving the parent through c.
+func hostStateIn(c *parentCache, hostFd int, rel string) (*entryState, error) {
+	par, name, err := c.parent(hostFd, rel)
 	if isAbsent(err) {
 		return nil, nil
 	}
 	if err != nil {
 		return nil, err
 	}
-	defer unix.Close(par)
 	st, err := lstatAt(par, name)
 	if err != nil {
 		return nil, err
@@ -313,8 +327,13 @@ func prepare(j *journal, journalDir string) error {
 	if err := os.Mkdir(filepath.Join(j.dir, backupsDir), 0o700); err != nil {
 		return fmt.Errorf("creating commit journal: %w", err)
 	}
-	if err := j.save(); err != nil {
-		return err
+	// A commit that backs nothing up (it only adds paths) has nothing for
+	// Recover to settle while preparing: a crash leaves a directory
+	// without journal.json, which Recover drops.
+	if slices.ContainsFunc(j.Ops, needsBackup) {
+		if err := j.save(); err != nil {
+			return err
+		}
 	}
 	if err := takeBackups(j); err != nil {
 		return fmt.Errorf("backing up host files for commit %s: %w; nothing was changed", j.ID, err)
@@ -332,7 +351,10 @@ func takeBackups(j *journal) error {
 	}
 	defer unix.Close(bfd)
 	hosts := map[string]int{}
+	var pc parentCache
+	var mp missingMemo
 	defer func() {
+		pc.drop()
 		for _, fd := range hosts {
 			unix.Close(fd)
 		}
@@ -346,9 +368,12 @@ func takeBackups(j *journal) error {
 			}
 			hosts[o.Host] = hfd
 		}
-		if err := backupOp(o, i, hfd, bfd); err != nil {
+		if err := backupOp(o, i, hfd, bfd, &pc, &mp); err != nil {
 			return fmt.Errorf("%s: %w", EscapeName(o.Path), err)
 		}
+	}
+	if !slices.ContainsFunc(j.Ops, needsBackup) {
+		return nil // nothing was written that must be durable first
 	}
 	if err := unix.Syncfs(bfd); err != nil {
 		return os.NewSyscallError("syncfs", err)
@@ -356,18 +381,38 @@ func takeBackups(j *journal) error {
 	return nil
 }
 
-func backupOp(o *op, i int, hostFd, bfd int) error {
-	o.Made = missingParents(hostFd, o.Path)
-	if o.Before == nil || o.Action == actChmod {
+// backupOp backs up op i's host entry; pc and mp cache what ops of one
+// directory share (the backups change nothing on the host).
+func backupOp(o *op, i int, hostFd, bfd int, pc *parentCache, mp *missingMemo) error {
+	o.Made = mp.count(hostFd, o.Path)
+	if !needsBackup(*o) {
 		return nil
 	}
-	par, name, err := openParent(hostFd, o.Path)
+	par, name, err := pc.parent(hostFd, o.Path)
 	if err != nil {
 		return err
 	}
-	defer unix.Close(par)
 	o.Backup = strconv.Itoa(i)
 	return cloneEntry(par, name, bfd, o.Backup)
+}
+
+// needsBackup reports an op that overwrites or removes a host entry.
+func needsBackup(o op) bool { return o.Before != nil && o.Action != actChmod }
+
+// missingMemo remembers missingParents for the last directory asked.
+type missingMemo struct {
+	fd  int
+	dir string
+	n   int
+	ok  bool
+}
+
+func (m *missingMemo) count(hostFd int, rel string) int {
+	dir := path.Dir(rel)
+	if !m.ok || m.fd != hostFd || m.dir != dir {
+		*m = missingMemo{fd: hostFd, dir: dir, n: missingParents(hostFd, rel), ok: true}
+	}
+	return m.n
 }
 
 // missingParents counts the parent directories of rel absent on the host
@@ -480,7 +525,7 @@ func copyRegular(srcDir int, src string, dstDir int, dst string, st *unix.Stat_t
 		return &os.PathError{Op: "openat", Path: dst, Err: err}
 	}
 	defer unix.Close(d)
-	if err := copyData(d, s, st.Size); err != nil {
+	if err := copyData(d, s, st.Size, nil); err != nil {
 		return err
 	}
 	_ = copyXattrs(d, s, func(string) bool { return true })
@@ -576,46 +621,105 @@ func (a *applier) applyRange(i, end int) (int, error) {
 		}
 	}
 	a.dropParent()
-	next := make(chan int)
-	errs := make(chan [2]any, applyWorkers)
-	var wg sync.WaitGroup
-	for range applyWorkers {
+	ws := make([]*applier, applyWorkers)
+	for w := range ws {
+		ws[w] = &applier{j: a.j, roots: a.roots, par: -1}
+	}
+	defer func() {
+		for _, w := range ws {
+			w.dropParent()
+			w.up.drop()
+		}
+	}()
+	return spread(pieces(a.j.Ops, i, end), len(ws), func(w, k int) error {
+		return ws[w].apply(k, &a.j.Ops[k])
+	})
+}
+
+// pieceOps is the most ops of one directory a worker takes at a time.
+const pieceOps = 16
+
+// pieces splits ops [i, end) into runs within one parent directory, at
+// most pieceOps long, ordered round-robin over the directories: workers
+// taking consecutive pieces then work in different directories and seldom
+// wait on one directory's lock (creates and renames in a directory are
+// serialized by the kernel), while each still resolves its parents once
+// per piece.
+func pieces(ops []op, i, end int) [][2]int {
+	var byDir [][][2]int
+	for k := i; k < end; {
+		n := k + 1
+		for n < end && sameParent(&ops[k], &ops[n]) {
+			n++
+		}
+		var ps [][2]int
+		for lo := k; lo < n; lo += pieceOps {
+			ps = append(ps, [2]int{lo, min(lo+pieceOps, n)})
+		}
+		byDir = append(byDir, ps)
+		k = n
+	}
+	var out [][2]int
+	for round := 0; ; round++ {
+		added := false
+		for _, ps := range byDir {
+			if round < len(ps) {
+				out = append(out, ps[round])
+				added = true
+			}
+		}
+		if !added {
+			return out
+		}
+	}
+}
+
+func sameParent(a, b *op) bool {
+	return a.Host == b.Host && a.Upper == b.Upper && path.Dir(a.Path) == path.Dir(b.Path)
+}
+
+// spread runs work(w, k) for every op k of the pieces on n workers (w
+// names the worker, for its own caches) and returns the first op that
+// failed. After a failure no new piece is started.
+func spread(ps [][2]int, n int, work func(w, k int) error) (int, error) {
+	next := make(chan [2]int)
+	var (
+		mu     sync.Mutex
+		failed = -1
+		ferr   error
+		wg     sync.WaitGroup
+	)
+	stop := make(chan struct{})
+	for w := range n {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			w := &applier{j: a.j, roots: a.roots, par: -1}
-			defer w.dropParent()
-			for k := range next {
-				if err := w.apply(k, &a.j.Ops[k]); err != nil {
-					errs <- [2]any{k, err}
-					return
+			for p := range next {
+				for k := p[0]; k < p[1]; k++ {
+					if err := work(w, k); err != nil {
+						mu.Lock()
+						if ferr == nil {
+							failed, ferr = k, err
+							close(stop)
+						}
+						mu.Unlock()
+						return
+					}
 				}
 			}
 		}()
 	}
-	failed, err := feed(next, errs, i, end)
+feed:
+	for _, p := range ps {
+		select {
+		case next <- p:
+		case <-stop:
+			break feed
+		}
+	}
+	close(next)
 	wg.Wait()
-	if err == nil {
-		select {
-		case e := <-errs: // a worker failed after the last op was handed out
-			return e[0].(int), e[1].(error)
-		default:
-		}
-	}
-	return failed, err
-}
-
-// feed hands op indices to the workers until done or one fails.
-func feed(next chan<- int, errs <-chan [2]any, i, end int) (int, error) {
-	defer close(next)
-	for k := i; k < end; k++ {
-		select {
-		case next <- k:
-		case e := <-errs:
-			return e[0].(int), e[1].(error)
-		}
-	}
-	return 0, nil
+	return failed, ferr
 }
 
 // finishClean removes the committed entries from the upper and forgets
@@ -637,10 +741,12 @@ func (j *journal) finishClean() error {
 type applier struct {
 	j     *journal
 	roots map[string]*rootFds
-	// par caches the host parent of the previous op: sorted ops in one
-	// directory (the common case) then resolve it once.
+	// par caches the host parent of the previous op (parSt its stat):
+	// sorted ops in one directory (the common case) then resolve it once.
 	par    int
 	parKey string
+	parSt  unix.Stat_t
+	up     parentCache // the layer parent of the previous op
 }
 
 func newApplier(j *journal) *applier {
@@ -649,6 +755,7 @@ func newApplier(j *journal) *applier {
 
 func (a *applier) close() {
 	a.dropParent()
+	a.up.drop()
 	for _, r := range a.roots {
 		unix.Close(r.host)
 		unix.Close(r.up)
@@ -693,6 +800,10 @@ func (a *applier) parent(r *rootFds, o *op) (int, string, error) {
 	if err != nil {
 		return -1, "", err
 	}
+	if err := unix.Fstat(fd, &a.parSt); err != nil {
+		unix.Close(fd)
+		return -1, "", os.NewSyscallError("fstat", err)
+	}
 	a.par, a.parKey = fd, key
 	return fd, name, nil
 }
@@ -731,9 +842,6 @@ func (a *applier) apply(i int, o *op) error {
 		defer a.dropParent()
 	}
 	tmp := tmpName(a.j.ID, i, ".tmp")
-	if err := removeAt(par, tmp); err != nil {
-		return err
-	}
 	switch {
 	case o.Action == actRemove:
 		return a.remove(par, name, i)
@@ -785,51 +893,82 @@ func (a *applier) clearDir(par int, name string, i int) error {
 }
 
 // owner is who a written entry belongs to: the host entry it replaces,
-// or else the host parent directory.
-func owner(par int, o *op) (int, int) {
+// or else the host parent directory (the op's, from a.parent).
+func (a *applier) owner(o *op) (int, int) {
 	if o.Before != nil {
 		return o.Before.UID, o.Before.GID
 	}
-	var st unix.Stat_t
-	_ = unix.Fstat(par, &st)
-	return int(st.Uid), int(st.Gid)
+	return int(a.parSt.Uid), int(a.parSt.Gid)
+}
+
+// upperParent resolves the layer parent of o (the fd is cached: do not
+// close it).
+func (a *applier) upperParent(r *rootFds, o *op) (int, string, error) {
+	upar, name, err := a.up.parent(r.up, o.Path)
+	if err != nil {
+		return -1, "", fmt.Errorf("opening layer entry: %w", err)
+	}
+	return upar, name, nil
 }
 
 // upperOpen opens the layer entry of o (a regular file) for reading.
-func upperOpen(r *rootFds, o *op) (int, *unix.Stat_t, int, string, error) {
-	upar, name, err := openParent(r.up, o.Path)
+func (a *applier) upperOpen(r *rootFds, o *op) (int, *unix.Stat_t, int, string, error) {
+	upar, name, err := a.upperParent(r, o)
 	if err != nil {
-		return -1, nil, -1, "", fmt.Errorf("opening layer entry: %w", err)
+		return -1, nil, -1, "", err
 	}
 	fd, err := unix.Openat(upar, name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
 	if err != nil {
-		unix.Close(upar)
 		return -1, nil, -1, "", &os.PathError{Op: "openat", Path: name, Err: err}
 	}
 	var st unix.Stat_t
 	if err := unix.Fstat(fd, &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFREG {
 		unix.Close(fd)
-		unix.Close(upar)
 		return -1, nil, -1, "", errdefs.Conflict("layer entry %s is no longer a regular file; run airlock diff again", EscapeName(o.Path))
 	}
 	return fd, &st, upar, name, nil
+}
+
+// makeTmp runs mk, which creates tmp in par. A tmp already there can only
+// be left by an interrupted run of the same op (names are unique to the
+// commit and op): it is removed and mk runs again.
+func makeTmp(par int, tmp string, mk func() error) error {
+	err := mk()
+	if errors.Is(err, unix.EEXIST) {
+		if err = removeAt(par, tmp); err == nil {
+			err = mk()
+		}
+	}
+	return err
+}
+
+// renameOver renames tmp over name. A directory standing at name, which
+// rename refuses for a non-directory (EISDIR), is removed first.
+func (a *applier) renameOver(par int, tmp, name string, i int) error {
+	err := unix.Renameat(par, tmp, par, name)
+	if err == unix.EISDIR || err == unix.ENOTEMPTY || err == unix.EEXIST {
+		if err := a.clearDir(par, name, i); err != nil {
+			return err
+		}
+		err = unix.Renameat(par, tmp, par, name)
+	}
+	return ignoreENOENT(err, "renameat", name)
 }
 
 // writeFile puts the layer's file at name: a new inode under a scratch
 // name, then renamed over the target, so the target is never written
 // through (hard link or symlink) and is always either old or new.
 func (a *applier) writeFile(r *rootFds, par int, name, tmp string, o *op, i int) error {
-	src, st, upar, uname, err := upperOpen(r, o)
+	src, st, upar, uname, err := a.upperOpen(r, o)
 	if err != nil {
 		return err
 	}
-	defer unix.Close(upar)
 	defer unix.Close(src)
 	dst, err := a.newInode(r, par, tmp, src, upar, uname, st)
 	if err != nil {
 		return err
 	}
-	uid, gid := owner(par, o)
+	uid, gid := a.owner(o)
 	err = fixOwnerMode(dst, uid, gid, fileModeBits(st.Mode))
 	if err == nil {
 		err = futimens(dst, st.Mtim)
@@ -838,10 +977,7 @@ func (a *applier) writeFile(r *rootFds, par int, name, tmp string, o *op, i int)
 	if err != nil {
 		return err
 	}
-	if err := a.clearDir(par, name, i); err != nil {
-		return err
-	}
-	return ignoreENOENT(unix.Renameat(par, tmp, par, name), "renameat", name)
+	return a.renameOver(par, tmp, name, i)
 }
 
 // newInode creates tmp in par with the layer file's content and user
@@ -850,7 +986,8 @@ func (a *applier) writeFile(r *rootFds, par int, name, tmp string, o *op, i int)
 // removed after the commit anyway); its other xattrs are then stripped.
 func (a *applier) newInode(r *rootFds, par int, tmp string, src, upar int, uname string, st *unix.Stat_t) (int, error) {
 	if linkFromLayer && r.sameFS && st.Nlink == 1 {
-		if err := unix.Linkat(upar, uname, par, tmp, 0); err == nil {
+		link := func() error { return unix.Linkat(upar, uname, par, tmp, 0) }
+		if err := makeTmp(par, tmp, link); err == nil {
 			dst, err := unix.Openat(par, tmp, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 			if err != nil {
 				return -1, &os.PathError{Op: "openat", Path: tmp, Err: err}
@@ -862,12 +999,18 @@ func (a *applier) newInode(r *rootFds, par int, tmp string, src, upar int, uname
 			return dst, nil
 		}
 	}
-	dst, err := unix.Openat(par, tmp, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+	dst := -1
+	err := makeTmp(par, tmp, func() (err error) {
+		dst, err = unix.Openat(par, tmp, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+		return err
+	})
 	if err != nil {
 		return -1, &os.PathError{Op: "openat", Path: tmp, Err: err}
 	}
-	err = copyData(dst, src, st.Size)
+	err = copyData(dst, src, st.Size, &r.noCopyRange)
 	if err == nil {
+		startWriteback(dst)
+		dropCleanCache(src)
 		err = copyXattrs(dst, src, committableXattr)
 	}
 	if err != nil {
@@ -879,11 +1022,10 @@ func (a *applier) newInode(r *rootFds, par int, tmp string, src, upar int, uname
 
 // writeSymlink creates the layer's symlink (same target, never followed).
 func (a *applier) writeSymlink(r *rootFds, par int, name, tmp string, o *op, i int) error {
-	upar, uname, err := openParent(r.up, o.Path)
+	upar, uname, err := a.upperParent(r, o)
 	if err != nil {
-		return fmt.Errorf("opening layer entry: %w", err)
+		return err
 	}
-	defer unix.Close(upar)
 	st, err := lstatAt(upar, uname)
 	if err != nil {
 		return err
@@ -895,20 +1037,17 @@ func (a *applier) writeSymlink(r *rootFds, par int, name, tmp string, o *op, i i
 	if err != nil {
 		return err
 	}
-	if err := unix.Symlinkat(target, par, tmp); err != nil {
+	if err := makeTmp(par, tmp, func() error { return unix.Symlinkat(target, par, tmp) }); err != nil {
 		return &os.PathError{Op: "symlinkat", Path: tmp, Err: err}
 	}
-	uid, gid := owner(par, o)
+	uid, gid := a.owner(o)
 	if err := unix.Fchownat(par, tmp, uid, gid, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 		return &os.PathError{Op: "fchownat", Path: tmp, Err: err}
 	}
 	if err := unix.UtimesNanoAt(par, tmp, []unix.Timespec{st.Mtim, st.Mtim}, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 		return &os.PathError{Op: "utimensat", Path: tmp, Err: err}
 	}
-	if err := a.clearDir(par, name, i); err != nil {
-		return err
-	}
-	return ignoreENOENT(unix.Renameat(par, tmp, par, name), "renameat", name)
+	return a.renameOver(par, tmp, name, i)
 }
 
 // writeDir creates the layer's directory (its children are ops of their
@@ -926,7 +1065,7 @@ func (a *applier) writeDir(r *rootFds, par int, name string, o *op, i int) error
 	if err := unix.Mkdirat(par, name, 0o700); err != nil && err != unix.EEXIST {
 		return &os.PathError{Op: "mkdirat", Path: name, Err: err}
 	}
-	uid, gid := owner(par, o)
+	uid, gid := a.owner(o)
 	return a.setDir(r, par, name, o, uid, gid)
 }
 
@@ -971,13 +1110,15 @@ func (a *applier) syncAndRecord() error {
 			return os.NewSyscallError("syncfs", err)
 		}
 	}
+	var c parentCache
+	defer c.drop()
 	for i := range a.j.Ops {
 		o := &a.j.Ops[i]
 		r, err := a.rootsOf(o)
 		if err != nil {
 			return err
 		}
-		if o.After, err = hostState(r.host, o.Path); err != nil {
+		if o.After, err = hostStateIn(&c, r.host, o.Path); err != nil {
 			return err
 		}
 	}

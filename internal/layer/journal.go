@@ -13,11 +13,13 @@ package layer
 // undoing:   host being restored from backups (Recover redoes the undo).
 
 import (
+	"bufio"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -124,13 +126,14 @@ func newID(now time.Time) string {
 	return now.UTC().Format("20060102-150405.000000") + "-" + hex.EncodeToString(b[:])
 }
 
-// save writes journal.json atomically and durably.
+// save writes journal.json atomically and durably. It is encoded straight
+// into the file: a commit of 10,000 files has a journal of a few MB,
+// written in each state.
 func (j *journal) save() error {
-	data, err := json.Marshal(j)
+	err := writeAtomic(filepath.Join(j.dir, journalFile), func(w io.Writer) error {
+		return json.NewEncoder(w).Encode(j)
+	})
 	if err != nil {
-		return err
-	}
-	if err := writeFileAtomic(filepath.Join(j.dir, journalFile), data); err != nil {
 		return fmt.Errorf("writing commit journal %s: %w; check free space in the pod directory", j.ID, err)
 	}
 	return nil
@@ -139,13 +142,25 @@ func (j *journal) save() error {
 // writeFileAtomic writes data to path via a temp file, fsync and rename,
 // then fsyncs the directory so the rename itself is durable.
 func writeFileAtomic(path string, data []byte) error {
+	return writeAtomic(path, func(w io.Writer) error {
+		_, err := w.Write(data)
+		return err
+	})
+}
+
+// writeAtomic is writeFileAtomic with the content written by write.
+func writeAtomic(path string, write func(io.Writer) error) error {
 	dir := filepath.Dir(path)
 	f, err := os.CreateTemp(dir, ".tmp-"+filepath.Base(path)+"-*")
 	if err != nil {
 		return err
 	}
 	tmp := f.Name()
-	_, err = f.Write(data)
+	bw := bufio.NewWriterSize(f, 256<<10)
+	err = write(bw)
+	if err == nil {
+		err = bw.Flush()
+	}
 	if err == nil {
 		err = f.Sync()
 	}

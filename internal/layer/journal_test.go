@@ -366,3 +366,43 @@ func TestNoFalseConflictAfterFailedCommit(t *testing.T) {
 		t.Fatalf("host edit after failed commits: %v, %+v; want one conflict on b.txt", err, res)
 	}
 }
+
+// TestParallelApplyReversedWhenHostChangesMidway: the same across many
+// directories, where files are written by several workers at once: one
+// directory swapped for a symlink after the backups stops the apply, the
+// whole commit is reversed, nothing lands outside, and the layer keeps
+// every change.
+func TestParallelApplyReversedWhenHostChangesMidway(t *testing.T) {
+	p := newPod(t, func(h string) {
+		for d := range 6 {
+			for f := range 12 {
+				put(t, filepath.Join(h, fmt.Sprintf("d%d/f%02d", d, f)), "old\n", 0o644)
+			}
+		}
+	})
+	for d := range 6 {
+		for f := range 12 {
+			put(t, p.in(fmt.Sprintf("d%d/f%02d", d, f)), "new\n", 0o644)
+		}
+	}
+	cs := p.diff()
+	before := snapshot(t, p.root.Host)
+	hookAfterPrepare = func() {
+		chk(t, os.Rename(p.host("d3"), filepath.Join(p.outside, "d3.moved")))
+		chk(t, os.Symlink(p.outside, p.host("d3")))
+	}
+	defer func() { hookAfterPrepare = nil }()
+	_, err := p.commit(cs, CommitOptions{})
+	if err == nil || !strings.Contains(err.Error(), "reversed") {
+		t.Fatalf("commit err = %v, want failed and reversed", err)
+	}
+	if ents, _ := os.ReadDir(p.outside); len(ents) != 1 {
+		t.Errorf("outside the workspace: %v, want only d3.moved", ents)
+	}
+	chk(t, os.Remove(p.host("d3")))
+	chk(t, os.Rename(filepath.Join(p.outside, "d3.moved"), p.host("d3")))
+	sameSnapshot(t, "host after the reversed commit", snapshot(t, p.root.Host), before)
+	if got := len(p.diff()); got != len(cs) {
+		t.Errorf("layer has %d changes after the reversed commit, want %d", got, len(cs))
+	}
+}

@@ -160,7 +160,7 @@ func copyBack(srcDir int, src string, dstDir int, dst string, st *unix.Stat_t) e
 		return &os.PathError{Op: "openat", Path: dst, Err: err}
 	}
 	defer unix.Close(d)
-	err = copyData(d, s, st.Size)
+	err = copyData(d, s, st.Size, nil)
 	if err == nil {
 		err = copyXattrs(d, s, committableXattr)
 	}

@@ -278,16 +278,16 @@ func cleanUpper(j *journal) error {
 		}
 	}
 	prune := map[*rootFds][]string{}
-	for i := len(j.Ops) - 1; i >= 0; i-- {
-		o := &j.Ops[i]
-		r, err := rootsOf(o)
-		if err == nil {
-			err = cleanOne(r, o)
-		}
+	for i := range j.Ops {
+		r, err := rootsOf(&j.Ops[i]) // every root now: the map is only read below
 		if err != nil {
-			return fmt.Errorf("%s: %w", EscapeName(o.change().Display()), err)
+			return fmt.Errorf("%s: %w", EscapeName(j.Ops[i].change().Display()), err)
 		}
-		prune[r] = append(prune[r], o.Path)
+		prune[r] = append(prune[r], j.Ops[i].Path)
+	}
+	key := func(o *op) *rootFds { return fds[o.Host+"\x00"+o.Upper] }
+	if err := cleanOps(j.Ops, key); err != nil {
+		return err
 	}
 	for r, paths := range prune {
 		if err := pruneAll(r, paths); err != nil {
@@ -320,15 +320,51 @@ func pruneAll(r *rootFds, paths []string) error {
 	return nil
 }
 
-func cleanOne(r *rootFds, o *op) error {
-	par, name, err := openParent(r.up, o.Path)
+// cleanOps removes the layer entries of ops, last op first (children
+// before parents). Runs of written files and symlinks, which touch nothing
+// but their own entry, are spread over a few workers like the apply (the
+// unlinks are bound by the layer file system's per-file work).
+func cleanOps(ops []op, rootOf func(*op) *rootFds) error {
+	var c parentCache
+	defer c.drop()
+	for i := len(ops) - 1; i >= 0; {
+		lo := i
+		for lo > 0 && independent(&ops[lo-1]) && independent(&ops[i]) {
+			lo--
+		}
+		if i+1-lo >= 2*applyWorkers {
+			caches := make([]parentCache, applyWorkers)
+			failed, err := spread(pieces(ops, lo, i+1), len(caches), func(w, k int) error {
+				return cleanOne(rootOf(&ops[k]), &ops[k], &caches[w])
+			})
+			for w := range caches {
+				caches[w].drop()
+			}
+			if err != nil {
+				return fmt.Errorf("%s: %w", EscapeName(ops[failed].change().Display()), err)
+			}
+			i = lo - 1
+			continue
+		}
+		for ; i >= lo; i-- {
+			if err := cleanOne(rootOf(&ops[i]), &ops[i], &c); err != nil {
+				return fmt.Errorf("%s: %w", EscapeName(ops[i].change().Display()), err)
+			}
+		}
+	}
+	return nil
+}
+
+// cleanOne removes o's entry from the layer (never a directory: those go
+// in pruneAll). c caches the layer parent.
+func cleanOne(r *rootFds, o *op, c *parentCache) error {
+	par, name, err := c.parent(r.up, o.Path)
 	if isAbsent(err) {
 		return nil
 	}
 	if err != nil {
 		return err
 	}
-	defer unix.Close(par)
 	st, err := lstatAt(par, name)
 	if err != nil || st == nil {
 		return err

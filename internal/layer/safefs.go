@@ -13,6 +13,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -74,11 +75,14 @@ func openat2Retry(dirFd int, name string, flags int) (int, error) {
 // are created with Mkdirat on their parent fd; mk(i) gives the mode and
 // owner for comps[i] and is told which ones it created.
 func openDir(rootFd int, comps []string, mk func(i int, parent int) (mode uint32, uid, gid int)) (int, []int, error) {
-	cur, err := unix.Dup(rootFd)
-	if err != nil {
-		return -1, nil, os.NewSyscallError("dup", err)
+	if len(comps) == 0 {
+		fd, err := unix.FcntlInt(uintptr(rootFd), unix.F_DUPFD_CLOEXEC, 0)
+		if err != nil {
+			return -1, nil, os.NewSyscallError("fcntl", err)
+		}
+		return fd, nil, nil
 	}
-	unix.CloseOnExec(cur)
+	cur := rootFd // the caller's; the walk's own fds are closed as it goes
 	var made []int
 	for i, c := range comps {
 		next, err := openat2Retry(cur, c, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW)
@@ -91,13 +95,53 @@ func openDir(rootFd int, comps []string, mk func(i int, parent int) (mode uint32
 				made = append(made, i)
 			}
 		}
-		unix.Close(cur)
+		if cur != rootFd {
+			unix.Close(cur)
+		}
 		if err != nil {
 			return -1, made, &os.PathError{Op: "openat2", Path: strings.Join(comps[:i+1], "/"), Err: err}
 		}
 		cur = next
 	}
 	return cur, made, nil
+}
+
+// parentCache keeps the last parent directory resolved beneath a root fd
+// (or the error resolving it: an absent parent). Ops come sorted by path,
+// so runs of them share a parent, which is then walked once instead of
+// once per op. The cached fd stays the directory the walk reached; users
+// that change directories drop it.
+type parentCache struct {
+	root int
+	dir  string
+	fd   int
+	err  error
+	ok   bool
+}
+
+// parent resolves the parent directory of rel beneath rootFd, as
+// openParent does; the fd belongs to the cache (do not close it).
+func (c *parentCache) parent(rootFd int, rel string) (int, string, error) {
+	comps, err := splitRel(rel)
+	if err != nil {
+		return -1, "", err
+	}
+	name := comps[len(comps)-1]
+	dir := rel[:len(rel)-len(name)]
+	if c.ok && c.root == rootFd && c.dir == dir {
+		return c.fd, name, c.err
+	}
+	c.drop()
+	c.fd, _, c.err = openDir(rootFd, comps[:len(comps)-1], nil)
+	c.root, c.dir, c.ok = rootFd, dir, true
+	return c.fd, name, c.err
+}
+
+func (c *parentCache) drop() {
+	if c.ok && c.err == nil {
+		unix.Close(c.fd)
+	}
+	*c = parentCache{}
 }
 
 // isSymlinkAt reports whether name in dirFd is a symlink.
@@ -184,6 +228,18 @@ func lstatBeneath(rootFd int, rel string) (*unix.Stat_t, error) {
 	return lstatAt(p, name)
 }
 
+// lstatIn is lstatBeneath resolving the parent through c.
+func lstatIn(c *parentCache, rootFd int, rel string) (*unix.Stat_t, error) {
+	p, name, err := c.parent(rootFd, rel)
+	if isAbsent(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return lstatAt(p, name)
+}
+
 // isAbsent reports errors that mean "no such entry on the way".
 func isAbsent(err error) bool {
 	return errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR)
@@ -244,8 +300,12 @@ func readNames(fd int) ([]string, error) {
 // kernel, reflinks where the file system can), then sendfile, which also
 // copies in the kernel between two file systems (a disk-capped layer is
 // an image of its own, where copy_file_range says EXDEV), and read/write
-// as the last resort.
-func copyData(dst, src int, size int64) error {
+// as the last resort. noRange (may be nil) remembers that copy_file_range
+// failed at the start of a file, so the next files skip it.
+func copyData(dst, src int, size int64, noRange *atomic.Bool) error {
+	if noRange != nil && noRange.Load() {
+		return sendData(dst, src, size)
+	}
 	var off int64
 	for off < size {
 		n, err := unix.CopyFileRange(src, nil, dst, nil, int(min(size-off, 1<<30)), 0)
@@ -253,6 +313,9 @@ func copyData(dst, src int, size int64) error {
 			continue
 		}
 		if err != nil || n == 0 {
+			if off == 0 && err != nil && noRange != nil {
+				noRange.Store(true)
+			}
 			if off == 0 || err != nil {
 				return sendData(dst, src, size-off)
 			}
@@ -284,6 +347,32 @@ func sendData(dst, src int, size int64) error {
 		sent += int64(n)
 	}
 	return nil
+}
+
+// startWriteback starts writing a copied file's data to disk without
+// waiting, so the syncfs that ends a commit finds most of it already
+// written: the disk works while the next files are copied (a commit of
+// 1 GiB otherwise spent half a second in that syncfs). Only a hint: the
+// syncfs still waits for every page, so an error here changes nothing.
+func startWriteback(fd int) {
+	_ = unix.SyncFileRange(fd, 0, 0, unix.SYNC_FILE_RANGE_WRITE)
+}
+
+// dropCleanCache drops the cached pages of a layer file that was just
+// copied: the commit removes the file from the layer anyway, so its pages
+// are dead weight, and freed now they are the ones the next copies
+// allocate (on a VM whose balloon takes back free memory, fresh pages
+// cost the host a fault each, which made a commit's copy 1.5 s instead of
+// 0.35 s for 1 GiB; the layer clean-up then frees no cache either). Only
+// a file with no dirty pages: dropping starts writeback of dirty ones,
+// which would write out data that is about to be deleted. cachestat needs
+// Linux 6.5; without it nothing is dropped.
+func dropCleanCache(fd int) {
+	var cs unix.Cachestat_t
+	if unix.Cachestat(uint(fd), &unix.CachestatRange{}, &cs, 0) != nil || cs.Dirty != 0 || cs.Writeback != 0 {
+		return
+	}
+	_ = unix.Fadvise(fd, 0, 0, unix.FADV_DONTNEED)
 }
 
 // copyBufs holds copyRW's buffers: a fresh zeroed MiB per file was most
