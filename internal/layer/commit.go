@@ -237,6 +237,7 @@ func (p *planner) makeOp(c Change, fds *rootFds) (*op, error) {
 			return nil, errdefs.Conflict("layer entry %s changed since the diff; run airlock diff again", EscapeName(c.Display()))
 		}
 		o.Type = c.Type
+		o.Layer = &entryState{Type: typeName(ust.Mode), Mode: ust.Mode & 07777, Size: regSize(ust), Mtime: ust.Mtim.Nano()}
 	}
 	o.Action = actionFor(c)
 	before, err := hostStateIn(&p.host, fds.host, c.Path)
@@ -538,6 +539,10 @@ func copyRegular(srcDir int, src string, dstDir int, dst string, st *unix.Stat_t
 // hookAfterPrepare lets tests change the host between backup and apply.
 var hookAfterPrepare func()
 
+// hookAfterApply lets tests stop a commit (as a crash would) once every
+// op ran, before the journal says so.
+var hookAfterApply func()
+
 // linkFromLayer enables hard-linking layer files into the host when both
 // share a file system (tests turn it off to exercise the copy path).
 var linkFromLayer = true
@@ -582,6 +587,9 @@ func (j *journal) finishApply() error {
 			return fmt.Errorf("applying %s: %w", EscapeName(j.Ops[failed].Path), err)
 		}
 		i = end
+	}
+	if hookAfterApply != nil {
+		hookAfterApply()
 	}
 	if err := a.syncAndRecord(); err != nil {
 		return err

@@ -88,6 +88,9 @@ type op struct {
 	Before *entryState `json:"before,omitempty"`
 	Backup string      `json:"backup,omitempty"` // name under backups/
 	After  *entryState `json:"after,omitempty"`  // recorded once applied
+	// Layer is the layer entry as planned (type, mode, size, mtime): what
+	// the commit writes, for telling its result from a later host edit.
+	Layer *entryState `json:"layer,omitempty"`
 	// Made counts the parent directories of Path this op had to create
 	// (the deepest Made ones); undo removes them again when empty.
 	// create on the host; undo removes them again when empty.
@@ -108,6 +111,10 @@ type journal struct {
 	// FailedAt is set when an apply failed at that op and the commit is
 	// being reversed: later ops never ran, so only ops up to it are undone.
 	FailedAt *int `json:"failed_at,omitempty"`
+	// Redo marks a failure while Recover re-ran a crashed apply: ops
+	// after FailedAt may hold what the crashed run wrote, so the
+	// reversal undoes each of them whose host entry is the commit's.
+	Redo bool `json:"redo,omitempty"`
 	// BackInLayer counts the paths an undo gave back to the layer.
 	BackInLayer int  `json:"back_in_layer,omitempty"`
 	Ops         []op `json:"ops"`
@@ -301,6 +308,7 @@ func recoverOne(j *journal) (bool, error) {
 		}
 		return true, settleBase(j.Base, j.Ops)
 	case j.State == stateApplying:
+		j.Redo = true
 		if err := j.finishApply(); err != nil {
 			return true, j.reverse(err)
 		}

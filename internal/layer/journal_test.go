@@ -406,3 +406,67 @@ func TestParallelApplyReversedWhenHostChangesMidway(t *testing.T) {
 		t.Errorf("layer has %d changes after the reversed commit, want %d", got, len(cs))
 	}
 }
+
+// TestRedoFailureReversesWhatTheCrashedRunApplied: a commit dies after
+// applying every op but before its journal says so; before the next
+// command, the host changes under the first op, so Recover's redo fails
+// there. The ops the crashed run applied after it (a new directory, a
+// replaced file, a new file) must be reversed too, and a host file written
+// meanwhile at one of their paths must stay.
+func TestRedoFailureReversesWhatTheCrashedRunApplied(t *testing.T) {
+	p := newPod(t, func(h string) {
+		put(t, filepath.Join(h, "a/x"), "old x\n", 0o644)
+		put(t, filepath.Join(h, "z.txt"), "old z\n", 0o644)
+		put(t, filepath.Join(h, "y.txt"), "old y\n", 0o644)
+	})
+	put(t, p.in("a/x"), "new x\n", 0o644)
+	chk(t, os.Mkdir(p.in("m"), 0o755))        // a directory op splits the parallel runs
+	put(t, p.in("m/n.txt"), "new n\n", 0o644) // created inside it
+	put(t, p.in("y.txt"), "new y\n", 0o644)
+	put(t, p.in("z.txt"), "new z\n", 0o644)
+	cs := p.diff()
+	type crash struct{}
+	hookAfterApply = func() { panic(crash{}) }
+	func() {
+		defer func() {
+			if r := recover(); r != nil {
+				if _, ok := r.(crash); !ok {
+					panic(r)
+				}
+			}
+		}()
+		_, _ = p.commit(cs, CommitOptions{})
+		t.Fatal("the commit was not stopped")
+	}()
+	hookAfterApply = nil
+	if readStr(t, p.host("z.txt")) != "new z\n" {
+		t.Fatalf("the crashed run did not apply z.txt; the test needs it applied")
+	}
+	// The host changes before the next command: a/ becomes a symlink
+	// (the redo of a/x fails there), and the person rewrites y.txt.
+	chk(t, os.Rename(p.host("a"), filepath.Join(p.outside, "a.moved")))
+	chk(t, os.Symlink(p.outside, p.host("a")))
+	put(t, p.host("y.txt"), "the person's y\n", 0o644)
+
+	_, err := Recover(p.journal)
+	if err == nil || !strings.Contains(err.Error(), "reversed") {
+		t.Fatalf("recover err = %v, want the redo failed and reversed", err)
+	}
+	if got := readStr(t, p.host("z.txt")); got != "old z\n" {
+		t.Errorf("z.txt after the reversal = %q, want the host's old content", got)
+	}
+	if exists(p.host("m")) {
+		t.Errorf("the directory the crashed run created is still on the host")
+	}
+	if got := readStr(t, p.host("y.txt")); got != "the person's y\n" {
+		t.Errorf("y.txt = %q: the reversal overwrote a host edit made after the crash", got)
+	}
+	if exists(filepath.Join(p.outside, "x")) {
+		t.Errorf("a file was written outside the workspace")
+	}
+	infos, err := ListCommits(p.journal)
+	chk(t, err)
+	if len(infos) != 1 || infos[0].State != stateUndone {
+		t.Errorf("commits = %+v, want one undone", infos)
+	}
+}

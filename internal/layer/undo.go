@@ -106,7 +106,10 @@ func (j *journal) runUndo() error {
 	last := len(j.Ops) - 1
 	var back *giveBack // a person's undo gives the changes back to the layer
 	if j.FailedAt != nil {
-		last = min(last, *j.FailedAt) // reversing a failed apply: the layer still has them
+		if !j.Redo {
+			last = min(last, *j.FailedAt) // reversing a failed apply: later ops never ran
+		}
+		// the layer still has the changes: nothing is given back
 	} else {
 		back = newGiveBack(hosts)
 		defer back.close()
@@ -116,6 +119,15 @@ func (j *journal) runUndo() error {
 		hfd, err := hosts.open(o.Host)
 		if err != nil {
 			return err
+		}
+		if j.Redo && j.FailedAt != nil && i > *j.FailedAt {
+			ours, err := holdsCommitted(hfd, o)
+			if err != nil {
+				return fmt.Errorf("checking %s: %w", EscapeName(o.change().Display()), err)
+			}
+			if !ours {
+				continue // never applied, or changed on the host since: not ours to undo
+			}
 		}
 		err = undoOp(j.ID, i, o, hfd, bfd, back)
 		if err != nil && j.FailedAt != nil && unreachable(err) {
@@ -238,8 +250,8 @@ func removeCreatedParents(j *journal, hosts fdCache) error {
 	type dir struct{ host, rel string }
 	var dirs []dir
 	for i, o := range j.Ops {
-		if j.FailedAt != nil && i > *j.FailedAt {
-			break
+		if j.FailedAt != nil && i > *j.FailedAt && !j.Redo {
+			break // later ops never ran (a redo's may have: only empty ones go)
 		}
 		comps, _ := splitRel(o.Path)
 		for k := len(comps) - o.Made; k < len(comps); k++ {
@@ -299,5 +311,52 @@ func (c fdCache) open(path string) (int, error) {
 func (c fdCache) close() {
 	for _, fd := range c {
 		unix.Close(fd)
+	}
+}
+
+// holdsCommitted reports whether the host entry of o is what the commit
+// writes there, i.e. a crashed run applied o before Recover's redo failed
+// at an earlier op. A removal is applied when the entry is gone; a write
+// or chmod when the entry matches the layer's (type, and size and mtime,
+// which the commit copies, or the symlink's target, or the directory's
+// mode). Anything else is the host's own and stays as it is.
+func holdsCommitted(hostFd int, o *op) (bool, error) {
+	cur, err := hostState(hostFd, o.Path)
+	if err != nil {
+		if unreachable(err) {
+			return false, nil
+		}
+		return false, err
+	}
+	if o.Action == actRemove {
+		return cur == nil, nil
+	}
+	if cur == nil {
+		return false, nil
+	}
+	// The layer entry as planned: a commit that links (same file
+	// system) shares the inode with the layer until its clean-up, so a
+	// host edit in place would show in the live layer entry too.
+	want := o.Layer
+	if want == nil || want.Type == "symlink" {
+		ufd, err := openRoot(o.Upper)
+		if err != nil {
+			return false, err
+		}
+		defer unix.Close(ufd)
+		if want, err = hostState(ufd, o.Path); err != nil {
+			return false, err
+		}
+	}
+	if want == nil || want.Type != cur.Type {
+		return false, nil
+	}
+	switch {
+	case o.Action == actChmod || cur.Type == "dir":
+		return dirMode(cur.Mode) == dirMode(want.Mode), nil
+	case cur.Type == "symlink":
+		return cur.Target == want.Target, nil
+	default:
+		return cur.Size == want.Size && cur.Mtime == want.Mtime, nil
 	}
 }
