@@ -951,10 +951,20 @@ func makeTmp(par int, tmp string, mk func() error) error {
 }
 
 // renameOver renames tmp over name. A directory standing at name, which
-// rename refuses for a non-directory (EISDIR), is removed first.
+// rename refuses for a non-directory (EISDIR), is removed first, but only
+// the one the commit planned to replace (and backed up): a directory that
+// appeared there since is the host's, and the commit stops instead.
 func (a *applier) renameOver(par int, tmp, name string, i int) error {
 	err := unix.Renameat(par, tmp, par, name)
 	if err == unix.EISDIR || err == unix.ENOTEMPTY || err == unix.EEXIST {
+		before := a.j.Ops[i].Before
+		st, serr := lstatAt(par, name)
+		if serr != nil {
+			return serr
+		}
+		if st != nil && (before == nil || before.Type != "dir" || before.Ino != st.Ino || before.Dev != st.Dev) {
+			return errdefs.Conflict("host path %s became a directory during the commit; it is left as it is", EscapeName(name))
+		}
 		if err := a.clearDir(par, name, i); err != nil {
 			return err
 		}

@@ -470,3 +470,29 @@ func TestRedoFailureReversesWhatTheCrashedRunApplied(t *testing.T) {
 		t.Errorf("commits = %+v, want one undone", infos)
 	}
 }
+
+// A directory that appears on the host, after the commit planned, where
+// the commit writes a file is the host's: the commit stops and is
+// reversed, and the directory keeps what it holds.
+func TestCommitKeepsDirectoryMadeOnHostMidway(t *testing.T) {
+	p := newPod(t, func(h string) {
+		put(t, filepath.Join(h, "a.txt"), "a\n", 0o644)
+	})
+	put(t, p.in("a.txt"), "pod a\n", 0o644)
+	put(t, p.in("p"), "pod p\n", 0o644)
+	cs := p.diff()
+	hookAfterPrepare = func() {
+		put(t, p.host("p/precious.txt"), "keep me\n", 0o644)
+	}
+	defer func() { hookAfterPrepare = nil }()
+	_, err := p.commit(cs, CommitOptions{})
+	if err == nil || !strings.Contains(err.Error(), "reversed") {
+		t.Fatalf("commit err = %v, want failed and reversed", err)
+	}
+	if got := readStr(t, p.host("p/precious.txt")); got != "keep me\n" {
+		t.Errorf("the host's new directory lost its file: %q", got)
+	}
+	if got := readStr(t, p.host("a.txt")); got != "a\n" {
+		t.Errorf("a.txt = %q after the reversed commit, want the host's", got)
+	}
+}
