@@ -327,7 +327,11 @@ func TestCommitConflictWithHostEdit(t *testing.T) {
 	// A host edit while the pod runs is a conflict too.
 	done := make(chan result, 1)
 	go func() { done <- e.run("", "run", p, "--", "sh", "-c", "echo pod2 > src/main.c; sleep 1") }()
-	waitFor(t, func() bool { return strings.Contains(e.run("", "status", p).stdout, "running") })
+	// "running" shows from the moment the run holds the pod, a little
+	// before its start time is taken and long before the pod writes:
+	// wait for the pod's own change, so the host edit surely comes after
+	// the pod's copy.
+	waitFor(t, func() bool { return strings.Contains(e.run("", "diff", p, "src/main.c").stdout, "src/main.c") })
 	e.write("src/main.c", "host during run\n")
 	if r := <-done; r.code != 0 {
 		t.Fatalf("run: %d %s", r.code, r.stderr)
