@@ -6,10 +6,13 @@
 // The in-pod init (package inside) builds the walls; this side only
 // decides what they are. Invariants:
 //
-//   - The init inherits fds 0-2 and two pipes only: the spec pipe (the spec,
-//     then a one-byte "go" once Spec.OnStart has placed the init in its
-//     network, and in its cgroup unless the init joins that itself) and the status pipe (one line: started, or why
-//     not).
+//   - The init inherits fds 0-2 and two channels only: the spec pipe (the
+//     spec, then a one-byte "go" once Spec.OnStart has placed the init in
+//     its network, and in its cgroup unless the init joins that itself)
+//     and the status socket (SOCK_SEQPACKET: one record, started with the
+//     files it hands back, or why not; then the command's exit).
+//   - The init may be spawned before its spec exists (Spawn): it boots
+//     and waits on the spec pipe, and builds nothing until it has one.
 //   - The init dies with the supervisor: it is started from a locked OS
 //     thread with Pdeathsig SIGKILL, and that thread lives until the init
 //     is reaped. When the init dies the kernel kills every process in the
@@ -149,7 +152,7 @@ type InitSpec struct {
 	Cgroup        []string      `json:"cgroup,omitempty"` // Spec.CgroupThreads
 }
 
-// The init's file descriptors beyond 0-2 and its status line format.
+// The init's file descriptors beyond 0-2 and its status record format.
 const (
 	// SpecFD carries a 4-byte big-endian length, the JSON InitSpec, then
 	// one "go" byte.

@@ -7,8 +7,8 @@
 // Order matters and is fixed: mounts and pivot_root; hostname; then
 // hardening (fds > 2 close-on-exec, RLIMIT_CORE 0, not dumpable, no
 // capabilities for the agent, no_new_privs, Landlock), seccomp LAST, then
-// the agent. Any failure before the agent starts is reported as one line on
-// the status pipe and the init exits 125 (126/127 for a command that cannot
+// the agent. Any failure before the agent starts is reported as one record
+// on the status socket and the init exits 125 (126/127 for a command that cannot
 // be run): the agent never starts without every wall it asked for.
 //
 // The init runs on one locked OS thread: credentials and most prctl
