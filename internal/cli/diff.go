@@ -3,7 +3,6 @@ package cli
 import (
 	"fmt"
 	"io"
-	"os"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -128,7 +127,7 @@ func changeLine(c layer.Change) string {
 	case layer.TypeChg:
 		return fmt.Sprintf("T  %s (%s -> %s)", name, c.OldType, c.Type)
 	case layer.ModeChg:
-		return fmt.Sprintf("M  %s (mode %04o -> %04o)", name, permBits(c.OldMode), permBits(c.Mode))
+		return fmt.Sprintf("M  %s (mode %04o -> %04o)", name, layer.PermBits(c.OldMode), layer.PermBits(c.Mode))
 	}
 	if c.Opaque {
 		return "M  " + name + "/ (directory replaced)"
@@ -144,21 +143,6 @@ func typeNote(t string) string {
 		return "/"
 	}
 	return " (" + t + ")"
-}
-
-// permBits renders a mode's permission and special bits as chmod would.
-func permBits(m os.FileMode) uint32 {
-	v := uint32(m.Perm())
-	if m&os.ModeSetuid != 0 {
-		v |= 0o4000
-	}
-	if m&os.ModeSetgid != 0 {
-		v |= 0o2000
-	}
-	if m&os.ModeSticky != 0 {
-		v |= 0o1000
-	}
-	return v
 }
 
 func printStat(w io.Writer, roots []layer.Root, changes []layer.Change) error {

@@ -128,6 +128,11 @@ func octalMode(m os.FileMode, typ string) string {
 	if typ == "" && m == 0 {
 		return ""
 	}
+	return fmt.Sprintf("%04o", PermBits(m))
+}
+
+// PermBits is a mode's permission and special bits as chmod takes them.
+func PermBits(m os.FileMode) uint32 {
 	v := uint32(m.Perm())
 	if m&os.ModeSetuid != 0 {
 		v |= 0o4000
@@ -138,7 +143,7 @@ func octalMode(m os.FileMode, typ string) string {
 	if m&os.ModeSticky != 0 {
 		v |= 0o1000
 	}
-	return fmt.Sprintf("%04o", v)
+	return v
 }
 
 var typeModes = map[string]os.FileMode{"dir": os.ModeDir, "symlink": os.ModeSymlink, "fifo": os.ModeNamedPipe,
