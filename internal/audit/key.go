@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/airlock-dev/airlock/internal/atomicfile"
 )
 
 // KeySize is the length of the installation's audit key.
@@ -28,7 +30,7 @@ func KeyFor(home string) ([]byte, error) {
 	if err := os.MkdirAll(home, 0o700); err != nil {
 		return nil, fmt.Errorf("creating the audit key in %s: %w", home, err)
 	}
-	if err := createKey(home, path); err != nil {
+	if err := createKey(path); err != nil {
 		return nil, err
 	}
 	return readKey(path)
@@ -58,27 +60,12 @@ func readKey(path string) ([]byte, error) {
 	return key[:KeySize], nil
 }
 
-func createKey(home, path string) error {
+func createKey(path string) error {
 	key := make([]byte, KeySize)
 	if _, err := rand.Read(key); err != nil {
 		return fmt.Errorf("generating the audit key: %w", err)
 	}
-	f, err := os.CreateTemp(home, ".audit.key.tmp-*")
-	if err != nil {
-		return fmt.Errorf("creating the audit key: %w", err)
-	}
-	defer os.Remove(f.Name())
-	defer f.Close()
-	if err := f.Chmod(0o600); err != nil {
-		return fmt.Errorf("creating the audit key: %w", err)
-	}
-	if _, err := f.Write(key); err != nil {
-		return fmt.Errorf("creating the audit key: %w", err)
-	}
-	if err := f.Sync(); err != nil {
-		return fmt.Errorf("creating the audit key: %w", err)
-	}
-	if err := os.Link(f.Name(), path); err != nil && !errors.Is(err, os.ErrExist) {
+	if err := atomicfile.Create(path, key); err != nil && !errors.Is(err, os.ErrExist) {
 		return fmt.Errorf("creating the audit key: %w", err)
 	}
 	return nil

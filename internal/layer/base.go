@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/airlock-dev/airlock/internal/atomicfile"
 )
 
 const baseFormat = 1
@@ -96,7 +98,7 @@ func (b *Base) save() error {
 	if err := os.MkdirAll(filepath.Dir(b.path), 0o700); err != nil {
 		return err
 	}
-	if err := writeFileAtomic(b.path, data); err != nil {
+	if err := atomicfile.WriteFile(b.path, data); err != nil {
 		return fmt.Errorf("writing conflict base: %w; check free space in the pod directory", err)
 	}
 	return nil

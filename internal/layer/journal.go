@@ -13,7 +13,6 @@ package layer
 // undoing:   host being restored from backups (Recover redoes the undo).
 
 import (
-	"bufio"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
@@ -28,6 +27,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/airlock-dev/airlock/internal/atomicfile"
 	"github.com/airlock-dev/airlock/internal/errdefs"
 )
 
@@ -137,60 +137,13 @@ func newID(now time.Time) string {
 // into the file: a commit of 10,000 files has a journal of a few MB,
 // written in each state.
 func (j *journal) save() error {
-	err := writeAtomic(filepath.Join(j.dir, journalFile), func(w io.Writer) error {
+	err := atomicfile.Write(filepath.Join(j.dir, journalFile), func(w io.Writer) error {
 		return json.NewEncoder(w).Encode(j)
 	})
 	if err != nil {
 		return fmt.Errorf("writing commit journal %s: %w; check free space in the pod directory", j.ID, err)
 	}
 	return nil
-}
-
-// writeFileAtomic writes data to path via a temp file, fsync and rename,
-// then fsyncs the directory so the rename itself is durable.
-func writeFileAtomic(path string, data []byte) error {
-	return writeAtomic(path, func(w io.Writer) error {
-		_, err := w.Write(data)
-		return err
-	})
-}
-
-// writeAtomic is writeFileAtomic with the content written by write.
-func writeAtomic(path string, write func(io.Writer) error) error {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, ".tmp-"+filepath.Base(path)+"-*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	bw := bufio.NewWriterSize(f, 256<<10)
-	err = write(bw)
-	if err == nil {
-		err = bw.Flush()
-	}
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	return syncDir(dir)
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }
 
 // loadJournal reads journalDir/id/journal.json.

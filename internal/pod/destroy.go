@@ -8,6 +8,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/airlock-dev/airlock/internal/atomicfile"
 	"github.com/airlock-dev/airlock/internal/errdefs"
 )
 
@@ -81,7 +82,7 @@ func (s *Store) removeTrash(trash string) error {
 	if err := root.RemoveAll(trash); err != nil {
 		return fmt.Errorf("removing %s (the pod is gone; delete the rest by hand): %w", filepath.Join(s.podsDir(), trash), err)
 	}
-	return syncDir(s.podsDir())
+	return atomicfile.SyncDir(s.podsDir())
 }
 
 // mountsUnder lists mount points at or beneath dir.

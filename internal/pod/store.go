@@ -11,6 +11,7 @@ import (
 	"sort"
 	"time"
 
+	"github.com/airlock-dev/airlock/internal/atomicfile"
 	"github.com/airlock-dev/airlock/internal/config"
 	"github.com/airlock-dev/airlock/internal/errdefs"
 	"golang.org/x/sys/unix"
@@ -52,7 +53,7 @@ func (s *Store) Create(name, workspace string, cfg *config.Config) (*Pod, error)
 		return nil, err
 	}
 	p.Dir = s.podDir(name)
-	return p, syncDir(s.podsDir())
+	return p, atomicfile.SyncDir(s.podsDir())
 }
 
 // build fills a fresh pod directory: the file system probe, the
@@ -256,7 +257,7 @@ func (p *Pod) SaveState() error {
 	if err != nil {
 		return fmt.Errorf("encoding state of pod %s: %w", p.Name, err)
 	}
-	return writeAtomic(p.StatePath(), append(data, '\n'))
+	return atomicfile.WriteFile(p.StatePath(), append(data, '\n'))
 }
 
 // SaveConfig validates the config and writes pod.yaml atomically.
@@ -268,7 +269,7 @@ func (p *Pod) SaveConfig() error {
 	if err != nil {
 		return err
 	}
-	return writeAtomic(p.ConfigPath(), data)
+	return atomicfile.WriteFile(p.ConfigPath(), data)
 }
 
 func randomSuffix() string {

@@ -13,6 +13,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/airlock-dev/airlock/internal/atomicfile"
 )
 
 // caFile is ca.json: the certificate in the clear, the key sealed.
@@ -95,7 +97,7 @@ func (v *Vault) newCA() (*x509.Certificate, *ecdsa.PrivateKey, error) {
 	if err := os.MkdirAll(v.dir, 0o700); err != nil {
 		return nil, nil, err
 	}
-	if err := writeAtomic(v.caPath(), b); err != nil {
+	if err := atomicfile.WriteFile(v.caPath(), b); err != nil {
 		return nil, nil, err
 	}
 	cert, err := x509.ParseCertificate(der)

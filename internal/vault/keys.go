@@ -13,6 +13,7 @@ import (
 	"golang.org/x/crypto/chacha20poly1305"
 	"golang.org/x/sys/unix"
 
+	"github.com/airlock-dev/airlock/internal/atomicfile"
 	"github.com/airlock-dev/airlock/internal/errdefs"
 )
 
@@ -98,7 +99,7 @@ func (v *Vault) Init(passphrase []byte) error {
 	if err := os.MkdirAll(v.dir, 0o700); err != nil {
 		return fmt.Errorf("creating the vault of pod %s: %w", v.pod, err)
 	}
-	if err := writeNew(v.keyPath(), b); err != nil {
+	if err := atomicfile.Create(v.keyPath(), b); err != nil {
 		clear(dk)
 		if errors.Is(err, os.ErrExist) {
 			return errdefs.Conflict("the vault of pod %s was given a key by another process meanwhile; run the command again", v.pod)
@@ -222,7 +223,7 @@ func createHostKey(home, path string) error {
 	if _, err := rand.Read(key); err != nil {
 		return err
 	}
-	err := writeNew(path, key)
+	err := atomicfile.Create(path, key)
 	if errors.Is(err, os.ErrExist) {
 		return nil // another process made it first; use theirs
 	}

@@ -38,6 +38,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/airlock-dev/airlock/internal/atomicfile"
 	"github.com/airlock-dev/airlock/internal/errdefs"
 )
 
@@ -256,7 +257,7 @@ func (v *Vault) seal(rec *record, value []byte) error {
 	if err := os.MkdirAll(v.secretsDir(), 0o700); err != nil {
 		return fmt.Errorf("creating the vault of pod %s: %w", v.pod, err)
 	}
-	return writeAtomic(v.recordPath(rec.Name), b)
+	return atomicfile.WriteFile(v.recordPath(rec.Name), b)
 }
 
 // secretAD binds a ciphertext to its pod, name and binding.
@@ -313,7 +314,7 @@ func (v *Vault) Remove(name string) error {
 	if err := os.Remove(v.recordPath(name)); err != nil {
 		return fmt.Errorf("removing secret %s: %w", name, err)
 	}
-	return syncDir(v.secretsDir())
+	return atomicfile.SyncDir(v.secretsDir())
 }
 
 // Close forgets the data key.
