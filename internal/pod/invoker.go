@@ -16,7 +16,7 @@ import (
 // is theirs. A workspace root owns (a demo, a CI checkout) keeps root.
 type Invoker struct {
 	UID, GID int
-	Name     string // "" when the user database does not know the uid
+	Name     string // the sudo user's name; "" without sudo or when the user database does not know the uid
 	Home     string // absolute, symlink-resolved; "" when unknown
 	Sudo     bool   // the identity came from sudo's variables
 }
@@ -38,9 +38,6 @@ func InvokerFor(workspace string) Invoker {
 		}
 	}
 	inv := Invoker{UID: os.Getuid(), GID: os.Getgid()}
-	if u, err := user.LookupId(strconv.Itoa(inv.UID)); err == nil {
-		inv.Name = u.Username
-	}
 	if h, err := os.UserHomeDir(); err == nil {
 		inv.Home = resolveHome(h)
 	}

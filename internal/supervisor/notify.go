@@ -81,14 +81,12 @@ func (s *notifyServer) serve() {
 
 // answer decides one notification; every path answers it.
 func (s *notifyServer) answer(n seccomp.Notification) {
-	nrSocket, _ := seccomp.Number("socket")
-	nrConnect, _ := seccomp.Number("connect")
 	switch {
 	case n.Arch != unix.AUDIT_ARCH_X86_64:
 		_ = s.l.Fail(n.ID, unix.EPERM) // the filter never notifies for another ABI
-	case n.Nr == nrSocket:
+	case n.Nr == unix.SYS_SOCKET:
 		s.socket(n)
-	case n.Nr == nrConnect:
+	case n.Nr == unix.SYS_CONNECT:
 		s.connect(n)
 	default:
 		// Only the built-in profiles are compiled with a listener, and
