@@ -97,10 +97,10 @@ func runTTY(spec *Spec) (int, error) {
 	if out == nil {
 		out = os.Stdout
 	}
-	inner := *spec
 	// The init allocates the agent's pty in the pod's devpts and hands
-	// the master back; the host terminal itself never enters the pod.
-	inner.Stdin, inner.Stdout, inner.Stderr = nil, nil, nil
+	// the master back; the host terminal itself never enters the pod
+	// (Spawn gives the init /dev/null in TTY mode).
+	inner := *spec
 	if ws, err := unix.IoctlGetWinsize(int(host.Fd()), unix.TIOCGWINSZ); err == nil {
 		inner.Rows, inner.Cols = ws.Row, ws.Col
 	}

@@ -70,7 +70,7 @@ func Start(spec *Spec) (*Process, error) {
 	pd := spec.Early
 	if pd == nil {
 		var err error
-		pd, err = Spawn(SpawnOptions{NewNet: spec.NewNet, Stdin: spec.Stdin, Stdout: spec.Stdout, Stderr: spec.Stderr})
+		pd, err = Spawn(SpawnOptions{NewNet: spec.NewNet, TTY: spec.TTY, Stdin: spec.Stdin, Stdout: spec.Stdout, Stderr: spec.Stderr})
 		if err != nil {
 			return nil, err
 		}
@@ -84,9 +84,11 @@ func Start(spec *Spec) (*Process, error) {
 }
 
 // SpawnOptions are what the init must have from its first instruction:
-// its namespaces and its fds 0-2 (nil: /dev/null).
+// its namespaces and its fds 0-2 (nil: /dev/null). With TTY the init
+// gets /dev/null whatever they are: it makes the pod's own terminal, and
+// the host's never enters the pod.
 type SpawnOptions struct {
-	NewNet                bool
+	NewNet, TTY           bool
 	Stdin, Stdout, Stderr *os.File
 }
 
@@ -98,11 +100,15 @@ type Pending struct {
 	p            *Process
 	newNet       bool
 	specW, statR *os.File
-	used, done   bool
+	used         bool // start was called
+	over         bool // the pod started, or Abort ended the init
 }
 
 // Spawn starts an init that waits for its spec.
 func Spawn(o SpawnOptions) (*Pending, error) {
+	if o.TTY {
+		o.Stdin, o.Stdout, o.Stderr = nil, nil, nil
+	}
 	files, closeFiles, err := stdFiles(o.Stdin, o.Stdout, o.Stderr)
 	if err != nil {
 		return nil, err
@@ -141,10 +147,10 @@ func Spawn(o SpawnOptions) (*Pending, error) {
 // pipe makes it exit) and waits for it. It is a no-op after a successful
 // start.
 func (pd *Pending) Abort() {
-	if pd.done || pd.used && pd.specW == nil {
+	if pd.over {
 		return
 	}
-	pd.done = true
+	pd.over = true
 	pd.close()
 	_ = pd.p.proc.Kill()
 	<-pd.p.done
@@ -182,6 +188,7 @@ func (pd *Pending) start(spec *Spec) (*Process, error) {
 	if err := p.handListener(spec); err != nil {
 		return nil, err
 	}
+	pd.over = true
 	pd.specW = nil // the handshake closed it
 	if spec.OnExit != nil {
 		go watchExit(pd.statR, spec.OnExit)

@@ -59,11 +59,7 @@ func Run(o Options) (int, error) {
 	defer release()
 	// The init execs and boots while the layer is prepared and the walls
 	// are built; it waits for its spec.
-	stdin, stdout, stderr := o.Stdin, o.Stdout, o.Stderr
-	if o.TTY {
-		stdin, stdout, stderr = nil, nil, nil // the init makes the pod's own terminal
-	}
-	early, err := sandbox.Spawn(sandbox.SpawnOptions{NewNet: wantsNetNS(p.Config.Network), Stdin: stdin, Stdout: stdout, Stderr: stderr})
+	early, err := sandbox.Spawn(sandbox.SpawnOptions{NewNet: wantsNetNS(p.Config.Network), TTY: o.TTY, Stdin: o.Stdin, Stdout: o.Stdout, Stderr: o.Stderr})
 	if err == nil {
 		defer early.Abort() // a no-op once the pod has started
 	}
