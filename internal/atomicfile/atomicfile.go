@@ -19,7 +19,7 @@ import (
 
 // Write replaces path with what write produces (buffered).
 func Write(path string, write func(io.Writer) error) error {
-	tmp, err := temp(path, write)
+	tmp, err := temp(path, buffered(write))
 	if err != nil {
 		return err
 	}
@@ -67,6 +67,19 @@ func SyncDir(dir string) error {
 	return nil
 }
 
+// buffered runs write through a buffer. Only the streaming writers need
+// one: a 256 KiB buffer is a large allocation, page-faulted and zeroed,
+// that a small state file would pay for on every save.
+func buffered(write func(io.Writer) error) func(io.Writer) error {
+	return func(w io.Writer) error {
+		bw := bufio.NewWriterSize(w, 256<<10)
+		if err := write(bw); err != nil {
+			return err
+		}
+		return bw.Flush()
+	}
+}
+
 func bytesOf(data []byte) func(io.Writer) error {
 	return func(w io.Writer) error {
 		_, err := w.Write(data)
@@ -82,11 +95,7 @@ func temp(path string, write func(io.Writer) error) (string, error) {
 		return "", fmt.Errorf("writing %s: %w", path, err)
 	}
 	tmp := f.Name()
-	bw := bufio.NewWriterSize(f, 256<<10)
-	err = write(bw)
-	if err == nil {
-		err = bw.Flush()
-	}
+	err = write(f)
 	if err == nil {
 		err = f.Sync()
 	}

@@ -208,11 +208,17 @@ func (l *Log) flush() error {
 	if !l.dirty {
 		return nil
 	}
-	if err := l.f.Sync(); err != nil {
+	// The two files are independent; their fsyncs run at once, so a
+	// durable line costs one disk round trip instead of two.
+	headErr := make(chan error, 1)
+	go func() { headErr <- l.head.Sync() }()
+	err := l.f.Sync()
+	herr := <-headErr
+	if err != nil {
 		return fmt.Errorf("syncing audit trail %s: %w", l.path, err)
 	}
-	if err := l.head.Sync(); err != nil {
-		return fmt.Errorf("syncing audit head of %s: %w", l.path, err)
+	if herr != nil {
+		return fmt.Errorf("syncing audit head of %s: %w", l.path, herr)
 	}
 	l.dirty = false
 	return nil

@@ -24,12 +24,14 @@ const (
 // used; io is welcome but optional, freezing and killing need no controller.
 var needV2 = []string{"memory", "cpu", "pids"}
 
-// needV1 are the v1 hierarchies New requires; cpuacct, cpuset, blkio and
-// freezer are used when mounted.
+// needV1 are the v1 hierarchies New requires; cpuacct, blkio and freezer
+// are used when mounted.
 var needV1 = []string{"memory", "cpu", "pids"}
 
-// v1Used are the v1 controllers a pod's group is created in.
-var v1Used = []string{"memory", "cpu", "cpuacct", "cpuset", "pids", "blkio", "freezer"}
+// v1Used are the v1 controllers a pod's group is created in. Not cpuset:
+// no limit uses it, a v1 cpuset starts empty and must be filled from its
+// parent, and each hierarchy costs every run a mkdir, a join and an rmdir.
+var v1Used = []string{"memory", "cpu", "cpuacct", "pids", "blkio", "freezer"}
 
 // Layout describes the host's cgroup set-up as found.
 type Layout struct {

@@ -58,30 +58,6 @@ func (g *v1Group) createOnce() error {
 			if err := g.o.mkdir(d); err != nil {
 				return fmt.Errorf("creating cgroup %s: %w (are the v1 cgroup file systems mounted read-write and are you root?)", d, err)
 			}
-			if c == "cpuset" {
-				if err := g.inheritCpuset(d); err != nil {
-					return err
-				}
-			}
-		}
-	}
-	return nil
-}
-
-// inheritCpuset copies cpus and mems from the parent: a v1 cpuset starts
-// empty and refuses tasks until both are set.
-func (g *v1Group) inheritCpuset(dir string) error {
-	for _, f := range []string{"cpuset.cpus", "cpuset.mems"} {
-		cur, _ := g.o.read(filepath.Join(dir, f))
-		if strings.TrimSpace(cur) != "" {
-			continue
-		}
-		v, err := g.o.read(filepath.Join(filepath.Dir(dir), f))
-		if err != nil {
-			return fmt.Errorf("reading %s of the parent cpuset: %w", f, err)
-		}
-		if err := g.o.write(filepath.Join(dir, f), strings.TrimSpace(v)); err != nil {
-			return fmt.Errorf("setting %s of %s: %w", f, dir, err)
 		}
 	}
 	return nil
@@ -114,8 +90,7 @@ func (g *v1Group) file(ctrl, name string) (string, bool) {
 	return filepath.Join(d, name), ok
 }
 
-// Add writes the pid into every hierarchy; cpuset comes first in
-// creation, so its cpus and mems are set by the time the task arrives.
+// Add writes the pid into every hierarchy.
 func (g *v1Group) Add(pid int) error {
 	for _, c := range g.controllers() {
 		if err := g.o.write(filepath.Join(g.dirs[c], "cgroup.procs"), strconv.Itoa(pid)); err != nil {

@@ -30,13 +30,12 @@ type summary struct {
 }
 
 func podSummary(p *pod.Pod) summary {
-	s := summary{Name: p.Name, Workspace: p.State.Workspace, State: "stopped", Created: p.State.Created, LastExit: p.State.LastExit, Dir: p.Dir}
+	s := summary{Name: p.Name, Workspace: p.State.Workspace, State: "stopped", Created: p.State.Created, Dir: p.Dir}
 	if pid, ok := p.Running(); ok {
 		s.State, s.PID = "running", pid
 	}
-	if !p.State.LastRun.IsZero() {
-		t := p.State.LastRun
-		s.LastRun = &t
+	if rs, ok := p.LastRun(); ok {
+		s.LastRun, s.LastExit, s.Walls = &rs.Started, rs.Exit, rs.Walls
 	}
 	return s
 }

@@ -27,7 +27,6 @@ func newStatusCmd() *cobra.Command {
 				return err
 			}
 			sum := podSummary(p)
-			sum.Walls = p.State.Walls
 			if changes, err := layer.Diff(p.Roots(), layer.DiffOptions{}); err == nil {
 				n := len(changes)
 				sum.Changes = &n

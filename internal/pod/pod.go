@@ -10,6 +10,7 @@
 //	                           upper/ and work/, mounted on layer/ while used
 //	pods/<name>/rootfs/ journal/ snapshots/ vault/ run/
 //	pods/<name>/run/running    held locked by the supervisor for the whole run
+//	pods/<name>/run/last.json  what the last run did (RunState); not synced
 //	pods/<name>/audit.jsonl    audit trail (written by package audit)
 //
 // Invariants:
@@ -46,13 +47,6 @@ type State struct {
 	Workspace string    `json:"workspace"` // absolute, symlink-free
 	Home      string    `json:"home"`      // host home dir, copied-on-write when filesystem.cow has "~"
 	Created   time.Time `json:"created"`
-	LastRun   time.Time `json:"last_run,omitempty"`
-	LastExit  *int      `json:"last_exit,omitempty"`
-	// SupervisorPID is the pid of the last supervisor; Running() is the
-	// truth about whether it still runs.
-	SupervisorPID int               `json:"supervisor_pid,omitempty"`
-	Downgrades    []string          `json:"downgrades,omitempty"` // walls the last run went without
-	Walls         map[string]string `json:"walls,omitempty"`      // wall -> status of the last run
 	// Layer is where the overlay upper and work directories live:
 	// LayerDir or LayerExt4 (disk.go), fixed when the pod is created.
 	Layer string `json:"layer,omitempty"`
@@ -164,6 +158,7 @@ func (p *Pod) ControlSocket() string { return filepath.Join(p.RunDir(), "control
 func (p *Pod) VaultDir() string      { return filepath.Join(p.Dir, "vault") }
 func (p *Pod) lockPath() string      { return filepath.Join(p.Dir, "lock") }
 func (p *Pod) runLockPath() string   { return filepath.Join(p.RunDir(), "running") }
+func (p *Pod) runStatePath() string  { return filepath.Join(p.RunDir(), "last.json") }
 
 // dirs are created (0700) with every pod.
 var podDirs = []string{"upper", "work", "layer", "rootfs", "journal", "snapshots", "run", "vault"}

@@ -523,16 +523,14 @@ func TestDestroyCorruptPod(t *testing.T) {
 func TestSaveStateAtomic(t *testing.T) {
 	s, ws := newStore(t)
 	p, _ := s.Create("a", ws, nil)
-	code := 3
-	p.State.LastExit = &code
-	p.State.Walls = map[string]string{"seccomp": "up"}
+	p.State.Home = "/home/someone"
 	// A symlink planted where the temp file would go is never written through.
 	victim := filepath.Join(t.TempDir(), "victim")
 	os.WriteFile(victim, []byte("orig"), 0o644)
 	must(t, os.Symlink(victim, p.StatePath()+".tmp"))
 	must(t, p.SaveState())
 	got, err := s.Get("a")
-	if err != nil || *got.State.LastExit != 3 || got.State.Walls["seccomp"] != "up" {
+	if err != nil || got.State.Home != "/home/someone" {
 		t.Fatalf("state after save: %+v %v", got.State, err)
 	}
 	if data, _ := os.ReadFile(victim); string(data) != "orig" {
@@ -609,6 +607,36 @@ func BenchmarkCreate(b *testing.B) {
 	for i := 0; i < b.N; i++ {
 		if _, err := s.Create(fmt.Sprintf("p%d", i), ws, nil); err != nil {
 			b.Fatal(err)
+		}
+	}
+}
+
+// The last run's record round-trips; a missing or damaged one reads as
+// "never ran", so a torn file after a power cut breaks no command.
+func TestRunState(t *testing.T) {
+	s, ws := newStore(t)
+	p, _ := s.Create("a", ws, nil)
+	if _, ok := p.LastRun(); ok {
+		t.Fatal("a new pod reports a last run")
+	}
+	code := 3
+	start := time.Now().Round(0)
+	must(t, p.SaveRun(RunState{Started: start, Exit: &code, Walls: map[string]string{"seccomp": "up"}}))
+	rs, ok := p.LastRun()
+	if !ok || !rs.Started.Equal(start) || rs.Exit == nil || *rs.Exit != 3 || rs.Walls["seccomp"] != "up" {
+		t.Fatalf("LastRun = %+v, %v", rs, ok)
+	}
+	// A long record, then a short one: nothing of the long one is left.
+	long := map[string]string{"network": "downgraded: " + strings.Repeat("x", 3000)}
+	must(t, p.SaveRun(RunState{Started: start, Walls: long}))
+	must(t, p.SaveRun(RunState{Started: start, Exit: &code}))
+	if rs, ok := p.LastRun(); !ok || rs.Walls != nil || rs.Exit == nil {
+		t.Fatalf("after a long then a short record: %+v, %v", rs, ok)
+	}
+	for _, junk := range []string{"", "{", "null", `{"exit":1}`} {
+		must(t, os.WriteFile(p.runStatePath(), []byte(junk), 0o600))
+		if rs, ok := p.LastRun(); ok {
+			t.Errorf("damaged record %q read as %+v", junk, rs)
 		}
 	}
 }

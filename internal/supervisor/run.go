@@ -136,14 +136,14 @@ func (r *runner) run() (int, error) {
 		return 125, err
 	}
 	defer closeCtl()
-	// The start record (a durable audit line and the run state: four
-	// fsyncs, about 2 ms here) is written while the init execs; onStart
+	// The start record (a durable audit line: the trail and its head are
+	// fsynced, about 1 ms here) is written while the init execs; onStart
 	// waits for it, so it is on disk before the agent starts.
 	r.recorded = make(chan struct{})
 	go func() {
 		defer close(r.recorded)
+		r.saveRunState(start, nil)
 		r.o.Audit("run.start", map[string]any{"args": r.spec.Args, "dir": r.spec.Dir, "walls": r.walls}, "ok")
-		r.saveRunState(start)
 	}()
 	stopTimer := r.startTimeout()
 	code, err := sandbox.Run(r.spec)
@@ -205,18 +205,10 @@ func (r *runner) runHooks(pid int) error {
 	return nil
 }
 
-func (r *runner) saveRunState(start time.Time) {
-	p := r.o.Pod
-	unlock, err := p.Lock()
-	if err != nil {
-		return
-	}
-	defer unlock()
-	p.State.LastRun = start
-	p.State.LastExit = nil // unknown until finish: a killed supervisor never records one
-	p.State.SupervisorPID = os.Getpid()
-	p.State.Walls = r.walls
-	_ = p.SaveState()
+// saveRunState records the run in run/last.json (not synced: see
+// pod.RunState). The run lock, held, orders it with every other write.
+func (r *runner) saveRunState(start time.Time, exit *int) {
+	_ = r.o.Pod.SaveRun(pod.RunState{Started: start, Exit: exit, Walls: r.walls})
 }
 
 // finish records what happened after the pod stopped: the exit, the
@@ -254,20 +246,10 @@ func (r *runner) exitRecords(start time.Time, code int, runErr error) <-chan str
 	if runErr != nil {
 		outcome = "error: " + runErr.Error()
 	}
-	p := r.o.Pod
 	go func() {
 		defer close(done)
-		var wg sync.WaitGroup
-		wg.Go(func() { r.o.Audit("run.exit", details, outcome) })
-		defer wg.Wait()
-		unlock, err := p.Lock()
-		if err != nil {
-			return
-		}
-		defer unlock()
-		p.State.LastExit = &code
-		p.State.SupervisorPID = 0
-		_ = p.SaveState()
+		r.saveRunState(start, &code)
+		r.o.Audit("run.exit", details, outcome)
 	}()
 	return done
 }
