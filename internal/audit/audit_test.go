@@ -471,3 +471,32 @@ func BenchmarkVerify(b *testing.B) {
 		}
 	}
 }
+
+// A Log prepared ahead still chains onto lines another writer appended
+// between its Prepare and its Append.
+func TestPrepareThenOtherWriter(t *testing.T) {
+	path, key := trail(t, 3)
+	l1, err := Open(path, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l1.Close()
+	if err := l1.Prepare(); err != nil {
+		t.Fatal(err)
+	}
+	l2, err := Open(path, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l2.Append(Event{Action: "rollback"}); err != nil {
+		t.Fatal(err)
+	}
+	l2.Close()
+	e, err := l1.Append(Event{Action: "run.start"})
+	if err != nil || e.Seq != 5 {
+		t.Fatalf("append after another writer: seq %d, %v; want 5", e.Seq, err)
+	}
+	if n, err := Verify(path, key); err != nil || n != 5 {
+		t.Fatalf("Verify = %d, %v", n, err)
+	}
+}

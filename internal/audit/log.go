@@ -89,6 +89,22 @@ func (l *Log) Append(e Event) (Event, error) {
 	return e, nil
 }
 
+// Prepare reads the end of the trail now, so that the next Append only
+// encodes, writes and syncs: a caller that knows it will append soon
+// (run, before its durable run.start) does the reading beside other work.
+func (l *Log) Prepare() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.f == nil {
+		return fmt.Errorf("reading audit trail %s: log is closed", l.path)
+	}
+	if err := flock(l.f, unix.LOCK_EX); err != nil {
+		return fmt.Errorf("locking audit trail %s: %w", l.path, err)
+	}
+	defer flock(l.f, unix.LOCK_UN)
+	return l.sync()
+}
+
 // write appends line with one write(2); a short or failed write is cut
 // off again so that no partial line stays behind.
 func (l *Log) write(line []byte) error {

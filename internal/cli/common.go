@@ -143,9 +143,11 @@ type trail struct {
 	once sync.Once
 	l    *audit.Log
 	err  error
+	// prepared is closed once prepare's background open is over.
+	prepared chan struct{}
 }
 
-func (t *trail) record(action string, details map[string]any, outcome string) {
+func (t *trail) open() {
 	t.once.Do(func() {
 		key, err := audit.KeyFor(pod.DefaultHome())
 		if err == nil {
@@ -153,6 +155,23 @@ func (t *trail) record(action string, details map[string]any, outcome string) {
 		}
 		t.err = err
 	})
+}
+
+// prepare opens the trail and reads its end in the background, ahead of
+// the first record (which reports any error); close waits for it.
+func (t *trail) prepare() {
+	t.prepared = make(chan struct{})
+	go func() {
+		defer close(t.prepared)
+		t.open()
+		if t.err == nil {
+			_ = t.l.Prepare()
+		}
+	}()
+}
+
+func (t *trail) record(action string, details map[string]any, outcome string) {
+	t.open()
 	err := t.err
 	if err == nil {
 		_, err = t.l.Append(audit.Event{Pod: t.p.Name, Actor: actor(), Action: action, Details: details, Outcome: outcome})
@@ -163,6 +182,9 @@ func (t *trail) record(action string, details map[string]any, outcome string) {
 }
 
 func (t *trail) close() {
+	if t.prepared != nil {
+		<-t.prepared
+	}
 	if t.l != nil {
 		if err := t.l.Close(); err != nil {
 			fmt.Fprintln(os.Stderr, "airlock: warning: "+oneLine(fmt.Sprintf("syncing the audit trail of %s: %v", t.p.Name, err)))

@@ -115,6 +115,7 @@ func runPod(cmd *cobra.Command, f *runFlags, name string, argv []string) error {
 	}
 	tr := &trail{p: p}
 	defer tr.close()
+	tr.prepare() // beside the start: run.start must be durable before the agent runs
 	code, err := supervisor.Run(supervisor.Options{
 		Pod: p, Args: argv, Env: f.env, Workdir: f.workdir, TTY: wantTTY(f),
 		Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr,

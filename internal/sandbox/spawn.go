@@ -143,6 +143,10 @@ func Spawn(o SpawnOptions) (*Pending, error) {
 	return &Pending{p: p, newNet: o.NewNet, specW: specW, statR: statR}, nil
 }
 
+// Pid is the init's host PID. Its namespaces exist from the spawn on, so
+// a wall that needs only them (the network wall) can be built at once.
+func (pd *Pending) Pid() int { return pd.p.Pid }
+
 // Abort ends an init that has not started a command (closing the spec
 // pipe makes it exit) and waits for it. It is a no-op after a successful
 // start.

@@ -66,9 +66,6 @@ func Run(o Options) (int, error) {
 	// else early is nil: the walls are checked first and sandbox.Start
 	// tries again, so a refusal names a missing wall before the
 	// namespaces, as without the early start.
-	if err := p.PrepareRoots(); err != nil {
-		return 125, err
-	}
 	r := &runner{o: o, cfg: p.Config, walls: map[string]string{}, early: early}
 	if o.Audit == nil {
 		r.o.Audit = func(string, map[string]any, string) {}
@@ -76,6 +73,9 @@ func Run(o Options) (int, error) {
 	if o.Warn == nil {
 		r.o.Warn = func(string, ...any) {}
 	}
+	// Every failure from here on returns through run, whose clean-up
+	// takes down a wall built ahead.
+	r.startWall()
 	return r.run()
 }
 
@@ -85,9 +85,11 @@ type runner struct {
 	walls map[string]string // wall -> "up" | "downgraded: reason" | "off"
 	spec  *sandbox.Spec
 	early *sandbox.Pending // the init, spawned ahead of its spec
-	hooks []func(pid int) error
-	after []func()
-	group cgroup.Group
+	// earlyWall delivers the network wall startWall builds for early.
+	earlyWall chan wallResult
+	hooks     []func(pid int) error
+	after     []func()
+	group     cgroup.Group
 	// newGroup delivers the group startCgroup is making, until
 	// buildCgroup takes it.
 	newGroup chan groupResult
@@ -122,6 +124,9 @@ func (r *runner) run() (int, error) {
 	start := time.Now()
 	// The walls built before a failure come down too.
 	defer r.cleanUp()
+	if err := r.o.Pod.PrepareRoots(); err != nil {
+		return 125, err
+	}
 	if err := r.buildSpec(); err != nil {
 		r.o.Audit("run.start", map[string]any{"args": r.o.Args}, "error: "+err.Error())
 		return 125, err

@@ -320,12 +320,23 @@ func (r *runner) buildNetwork(v *sandbox.ViewConfig) error {
 		return fmt.Errorf("writing the pod's resolv.conf: %w", err)
 	}
 	r.spec.Mounts = append(r.spec.Mounts, sandbox.Mount{Kind: "bind", Source: resolv, Target: "/etc/resolv.conf", ReadOnly: true, Reason: "the pod's resolver"})
+	early := r.earlyWall
 	r.hooks = append(r.hooks, func(pid int) error {
-		w, err := netwall.Setup(pid, pol, r.netEvent)
+		var w *netwall.Wall
+		var err error
+		if early != nil {
+			res := <-early
+			w, err = res.w, res.err
+			early <- wallResult{} // for the clean-up: the wall is in r.wall now
+		} else {
+			w, err = netwall.Setup(pid, pol, r.netEvent)
+		}
+		if w != nil {
+			r.wall.Store(w)
+		}
 		if err != nil {
 			return fmt.Errorf("network wall: %w", err)
 		}
-		r.wall.Store(w)
 		for _, pub := range pubs {
 			if err := w.Publish(pub.host.String(), pub.podPort); err != nil {
 				return err
@@ -343,6 +354,36 @@ func (r *runner) buildNetwork(v *sandbox.ViewConfig) error {
 	})
 	r.walls[WallNetwork] = "up (" + n.Mode + ")"
 	return nil
+}
+
+// startWall builds the network wall of an init spawned ahead (Spawn):
+// its network namespace exists from the spawn on, so the wall (1-2 ms of
+// netlink, sockets and nftables) is built beside the spec instead of on
+// the way to "go". buildNetwork's hook takes the result.
+func (r *runner) startWall() {
+	n := r.cfg.Network
+	if r.early == nil || !wantsNetNS(n) {
+		return
+	}
+	pol, pid := PolicyFromConfig(n), r.early.Pid()
+	r.earlyWall = make(chan wallResult, 1)
+	go func() {
+		w, err := netwall.Setup(pid, pol, r.netEvent)
+		r.earlyWall <- wallResult{w, err}
+	}()
+	// Last in the clean-up: a wall that no hook took (the run failed
+	// before) is closed here; one the hook took is in r.wall, and the
+	// hook left an empty result.
+	r.after = append(r.after, func() {
+		if res := <-r.earlyWall; res.w != nil {
+			_ = res.w.Close()
+		}
+	})
+}
+
+type wallResult struct {
+	w   *netwall.Wall
+	err error
 }
 
 func (r *runner) netEvent(e netwall.Event) {
