@@ -74,8 +74,11 @@ func Run(o Options) (int, error) {
 		r.o.Warn = func(string, ...any) {}
 	}
 	// Every failure from here on returns through run, whose clean-up
-	// takes down a wall built ahead.
+	// takes down what is built ahead: the network wall of the early
+	// init, and the cgroup, whose directories take a while to make.
 	r.startWall()
+	r.startCgroup()
+	defer r.dropCgroup() // a no-op once buildCgroup took the group
 	return r.run()
 }
 
@@ -306,8 +309,6 @@ func (r *runner) buildSpec() error {
 	for _, d := range fs.Sockets {
 		view.Sockets = append(view.Sockets, expandPath(d, home, p.State.Workspace))
 	}
-	r.startCgroup()
-	defer r.dropCgroup() // a no-op once buildCgroup took the group
 	mounts, err := sandbox.PlanView(view)
 	if err != nil {
 		return err

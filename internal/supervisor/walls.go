@@ -98,8 +98,8 @@ type groupResult struct {
 }
 
 // startCgroup creates the pod's group in the background: its directories
-// and limits (v1: fourteen mkdirs and a dozen writes, 0.4-0.7 ms) are made
-// while the other walls are built. buildCgroup takes the group, or
+// and limits (v1: two mkdirs per hierarchy and a few writes, 0.4-0.7 ms)
+// are made while the spec is built. buildCgroup takes the group, or
 // dropCgroup removes it when the spec is not finished.
 func (r *runner) startCgroup() {
 	res := r.cfg.Resources
