@@ -640,3 +640,48 @@ func TestRunState(t *testing.T) {
 		}
 	}
 }
+
+// The workspace's upper directory takes the host directory's owner, mode
+// and times, follows later host changes, and is not written when nothing
+// changed (ctime stays): every write dirties the layer's journal.
+func TestPrepareRootsMirrorsAttrs(t *testing.T) {
+	s, ws := newStore(t)
+	p, err := s.Create("a", ws, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Destroy("a", true) })
+	upper := ""
+	for _, r := range p.Roots() {
+		if r.Host == ws {
+			upper = r.Upper
+		}
+	}
+	if upper == "" {
+		t.Fatal("no root for the workspace")
+	}
+	check := func(what string) unix.Stat_t {
+		t.Helper()
+		var h, u unix.Stat_t
+		must(t, unix.Stat(ws, &h))
+		must(t, unix.Stat(upper, &u))
+		if u.Mode&0o7777 != h.Mode&0o7777 || u.Uid != h.Uid || u.Gid != h.Gid || u.Mtim != h.Mtim {
+			t.Fatalf("%s: upper %o %d:%d %v, host %o %d:%d %v", what, u.Mode&0o7777, u.Uid, u.Gid, u.Mtim, h.Mode&0o7777, h.Uid, h.Gid, h.Mtim)
+		}
+		return u
+	}
+	must(t, os.Chmod(ws, 0o751))
+	if os.Geteuid() == 0 {
+		must(t, os.Lchown(ws, 1234, 5678))
+	}
+	must(t, p.PrepareRoots())
+	first := check("after the first prepare")
+	time.Sleep(10 * time.Millisecond)
+	must(t, p.PrepareRoots())
+	if again := check("after a second prepare"); again.Ctim != first.Ctim {
+		t.Errorf("a prepare with nothing to change wrote the upper directory (ctime %v -> %v)", first.Ctim, again.Ctim)
+	}
+	must(t, os.Chmod(ws, 0o700))
+	must(t, p.PrepareRoots())
+	check("after the host mode changed")
+}

@@ -108,20 +108,32 @@ func (p *Pod) PrepareRoots() error {
 }
 
 // mirrorAttrs copies owner, permission bits and times of host onto upper.
-// A host directory that is gone is left for the sandbox to report.
+// A host directory that is gone is left for the sandbox to report. What
+// already matches is not written again: each write dirties the layer's
+// file system, whose journal the overlay's unmount then waits on.
 func mirrorAttrs(host, upper string) error {
-	var st unix.Stat_t
+	var st, up unix.Stat_t
 	if err := unix.Stat(host, &st); err != nil {
 		return nil
 	}
-	if err := unix.Lchown(upper, int(st.Uid), int(st.Gid)); err != nil {
-		return &os.PathError{Op: "lchown", Path: upper, Err: err}
+	if err := unix.Lstat(upper, &up); err != nil {
+		return &os.PathError{Op: "lstat", Path: upper, Err: err}
 	}
-	if err := unix.Chmod(upper, st.Mode&0o7777); err != nil {
-		return &os.PathError{Op: "chmod", Path: upper, Err: err}
+	chowned := up.Uid != st.Uid || up.Gid != st.Gid
+	if chowned {
+		if err := unix.Lchown(upper, int(st.Uid), int(st.Gid)); err != nil {
+			return &os.PathError{Op: "lchown", Path: upper, Err: err}
+		}
 	}
-	if err := unix.UtimesNano(upper, []unix.Timespec{st.Atim, st.Mtim}); err != nil {
-		return &os.PathError{Op: "utimensat", Path: upper, Err: err}
+	if chowned || up.Mode&0o7777 != st.Mode&0o7777 { // chown may drop setgid
+		if err := unix.Chmod(upper, st.Mode&0o7777); err != nil {
+			return &os.PathError{Op: "chmod", Path: upper, Err: err}
+		}
+	}
+	if up.Atim != st.Atim || up.Mtim != st.Mtim {
+		if err := unix.UtimesNano(upper, []unix.Timespec{st.Atim, st.Mtim}); err != nil {
+			return &os.PathError{Op: "utimensat", Path: upper, Err: err}
+		}
 	}
 	return nil
 }
