@@ -11,6 +11,11 @@
 //     its network, and in its cgroup unless the init joins that itself)
 //     and the status socket (SOCK_SEQPACKET: one record, started with the
 //     files it hands back, or why not; then the command's exit).
+//   - Between the spec and "go" the init builds what OnStart does not
+//     depend on (its v1 cgroup, the view and pivot_root, the command's
+//     look-up, the pty) while OnStart runs; it hardens itself and starts
+//     the agent only after "go". It reports nothing before "go": a
+//     failure there waits for it, so OnStart always finds the init alive.
 //   - The init may be spawned before its spec exists (Spawn): it boots
 //     and waits on the spec pipe, and builds nothing until it has one.
 //   - The init dies with the supervisor: it is started from a locked OS
@@ -111,17 +116,25 @@ type Spec struct {
 	SeccompListener func(*os.File)
 	Landlock        *LandlockSpec // nil: none
 	// CgroupThreads are the files through which the init moves its main
-	// thread into the pod's cgroup before it builds anything (cgroup
-	// Group.ThreadFiles): the agent, forked from that thread, and all its
-	// descendants are born in the group. Empty: OnStart places the init.
+	// thread into the pod's cgroup as soon as it has the spec, before it
+	// builds the view (cgroup Group.ThreadFiles): the agent, forked from
+	// that thread, and all its descendants are born in the group. The
+	// files must exist when Start is called. Empty: OnStart places the
+	// init.
 	CgroupThreads []string
 	// Early, when set, is the init Spawn started ahead for this spec
 	// (same NewNet; its fds 0-2 are the ones it was spawned with).
 	Early *Pending
 	// Stdin, Stdout, Stderr default to /dev/null when nil.
 	Stdin, Stdout, Stderr *os.File
-	// OnStart runs with the init's host PID before the init builds
-	// anything (cgroups, network). An error aborts the start.
+	// OnStart runs with the init's host PID once the init has the spec,
+	// while it builds the view, and before it hardens itself or starts
+	// the agent: whatever OnStart sets up (the network wall, the cgroup
+	// on v2) is in place before the agent exists. OnStart may use the
+	// init's network namespace (/proc/<pid>/ns/net); it must not rely on
+	// the init's mounts, root or working directory, which change under
+	// it, nor change what the view's mounts are made of (their sources
+	// are opened meanwhile). An error aborts the start.
 	OnStart func(pid int) error
 	// OnExit, when set, is called once with the command's exit code as
 	// soon as the init reports it, before the kernel tears the pod's

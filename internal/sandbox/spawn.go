@@ -339,6 +339,8 @@ func exitCode(ps *os.ProcessState, err error) (int, error) {
 }
 
 // handshake sends the spec, runs OnStart, says go, and reads the status.
+// The init builds its view while OnStart runs, and holds any failure of
+// that until go: the status is read only after go.
 func (p *Process) handshake(spec *Spec, data []byte, specW *os.File, status *os.File) error {
 	if _, err := specW.Write(data); err != nil {
 		return p.initDied("sending the spec", err)
