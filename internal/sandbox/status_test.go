@@ -1,9 +1,12 @@
 package sandbox
 
 import (
+	"encoding/json"
 	"errors"
 	"io"
 	"os"
+	"slices"
+	"strings"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -87,5 +90,28 @@ func TestStatusRecords(t *testing.T) {
 	w.Close()
 	if _, _, err := readRecord(r); err != io.EOF {
 		t.Fatalf("after the init closed its end: %v, want EOF", err)
+	}
+}
+
+// The seccomp program crosses the spec pipe as one string and arrives
+// instruction for instruction.
+func TestProgramJSON(t *testing.T) {
+	prog := Program{{Code: 0x20, K: 4}, {Code: 0x15, Jt: 1, Jf: 0xfe, K: 0xc000003e}, {Code: 0x6, K: 0x7fff0000}}
+	data, err := json.Marshal(InitSpec{Args: []string{"true"}, Seccomp: prog})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got InitSpec
+	if err := json.Unmarshal(data, &got); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(got.Seccomp, prog) {
+		t.Errorf("round trip: %v, want %v", got.Seccomp, prog)
+	}
+	if err := json.Unmarshal([]byte(`{"seccomp":"AAAA"}`), &got); err == nil {
+		t.Errorf("3 bytes decoded as a program")
+	}
+	if data, _ := json.Marshal(InitSpec{}); strings.Contains(string(data), "seccomp") {
+		t.Errorf("no program still encoded: %s", data)
 	}
 }
