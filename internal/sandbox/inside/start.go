@@ -6,17 +6,26 @@ import (
 	"runtime"
 )
 
-// The init's start-up, before main: only in the process that runs as the
-// init, never in the CLI that links this package too.
+// The init starts from this package's init function, never from main:
+// only in the process that runs as the init, never in the CLI that links
+// this package too.
+//
+// Package initialisation runs in dependency order, so every package the
+// init uses is ready here, and the rest of the binary's (the CLI, the
+// supervisor, the HTTP and DNS servers, the YAML config), a quarter of a
+// millisecond or more on the init's path to its spec, never runs in the
+// init at all. Main never returns, so neither does this function.
 func init() {
 	if len(os.Args) < 2 || os.Args[1] != Arg {
 		return
 	}
 	// The setup runs on the process's main thread, its thread group
-	// leader: LockOSThread in an init function makes main run on the
-	// thread that ran the package inits. joinCgroup relies on it.
+	// leader: the goroutine running package initialisation is the main
+	// goroutine, on the main thread, and Main locks it there.
+	// joinCgroup relies on it.
 	runtime.LockOSThread()
 	go registerSignals()
+	Main()
 }
 
 // early holds the forwarded signals, registered by a goroutine of their
