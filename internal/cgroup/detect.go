@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -145,15 +146,15 @@ type mount struct {
 func (m mount) controllers() []string {
 	var out []string
 	for _, o := range strings.Split(m.superOpts, ",") {
-		if knownV1[o] {
+		if slices.Contains(knownV1, o) {
 			out = append(out, o)
 		}
 	}
 	return out
 }
 
-var knownV1 = set([]string{"cpu", "cpuacct", "cpuset", "memory", "devices", "freezer", "net_cls",
-	"blkio", "perf_event", "net_prio", "hugetlb", "pids", "rdma", "misc"})
+var knownV1 = []string{"cpu", "cpuacct", "cpuset", "memory", "devices", "freezer", "net_cls",
+	"blkio", "perf_event", "net_prio", "hugetlb", "pids", "rdma", "misc"}
 
 // parseMountinfo keeps the cgroup and cgroup2 lines of a mountinfo text.
 // Fields: id parent maj:min root point opts [optional...] - fstype source superopts.

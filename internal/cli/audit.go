@@ -19,8 +19,6 @@ import (
 	"github.com/airlock-dev/airlock/internal/pod"
 )
 
-func init() { commands = append(commands, newAuditCmd) }
-
 func newAuditCmd() *cobra.Command {
 	var asJSON bool
 	var since, action string

@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"unicode"
@@ -47,7 +48,7 @@ func (e *exitError) Error() string { return e.msg }
 // Main runs the CLI with args (without the program name) and returns the
 // process exit status.
 func Main(args []string) int {
-	root := newRoot()
+	root := newRoot(args)
 	root.SetArgs(args)
 	err := root.Execute()
 	if err == nil {
@@ -121,7 +122,11 @@ func oneLine(s string) string {
 	return b.String()
 }
 
-func newRoot() *cobra.Command {
+// newRoot builds the command tree for args. When args[0] names a verb, only
+// that verb is built: building every verb with its flags was most of what
+// the CLI did before running one (0.07 ms of a 1.6 ms start). Anything else
+// (help, no verb, a typo cobra suggests a verb for) gets the whole tree.
+func newRoot(args []string) *cobra.Command {
 	root := &cobra.Command{
 		Use:   "airlock",
 		Short: "Run AI coding agents in copy-on-write pods you review before anything reaches the host",
@@ -136,14 +141,55 @@ State lives in $AIRLOCK_HOME (default /var/lib/airlock as root).`,
 	}
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	root.CompletionOptions.DisableDefaultCmd = true
-	for _, add := range commands {
-		root.AddCommand(add())
+	for _, v := range verbsFor(args) {
+		root.AddCommand(v.build())
 	}
 	return root
 }
 
-// commands is filled by each verb's file in its init.
-var commands []func() *cobra.Command
+// A verb is one top-level command: the names it answers to (its Use name,
+// then its aliases; a test checks they match) and its constructor.
+type verb struct {
+	names []string
+	build func() *cobra.Command
+}
+
+// verbs lists every top-level command. A table rather than registration in
+// each verb's init: it is static data, so the start of the binary builds
+// nothing for it (the in-pod init starts the same binary and needs none).
+var verbs = []verb{
+	{[]string{"audit"}, newAuditCmd},
+	{[]string{"commit"}, newCommitCmd},
+	{[]string{"destroy", "rm"}, newDestroyCmd},
+	{[]string{"diff"}, newDiffCmd},
+	{[]string{"doctor"}, newDoctorCmd},
+	{[]string{"freeze"}, newFreezeCmd},
+	{[]string{"init"}, newInitCmd},
+	{[]string{"kill"}, newKillCmd},
+	{[]string{"limit"}, newLimitCmd},
+	{[]string{"ls", "list"}, newLsCmd},
+	{[]string{"net"}, newNetCmd},
+	{[]string{"resume"}, newResumeCmd},
+	{[]string{"rollback"}, newRollbackCmd},
+	{[]string{"run"}, newRunCmd},
+	{[]string{"stats"}, newStatsCmd},
+	{[]string{"status"}, newStatusCmd},
+	{[]string{"undo"}, newUndoCmd},
+	{[]string{"vault"}, newVaultCmd},
+	{[]string{"version"}, newVersionCmd},
+}
+
+// verbsFor returns the one verb args[0] names, or every verb.
+func verbsFor(args []string) []verb {
+	if len(args) > 0 {
+		for _, v := range verbs {
+			if slices.Contains(v.names, args[0]) {
+				return []verb{v}
+			}
+		}
+	}
+	return verbs
+}
 
 var version = "0.1.0-dev"
 

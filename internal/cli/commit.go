@@ -14,8 +14,6 @@ import (
 	"github.com/airlock-dev/airlock/internal/pod"
 )
 
-func init() { commands = append(commands, newCommitCmd) }
-
 type commitFlags struct {
 	exclude                             []string
 	rollbackRest, dryRun, asJSON, force bool

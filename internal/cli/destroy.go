@@ -11,8 +11,6 @@ import (
 	"github.com/airlock-dev/airlock/internal/pod"
 )
 
-func init() { commands = append(commands, newDestroyCmd) }
-
 func newDestroyCmd() *cobra.Command {
 	var force, asJSON bool
 	cmd := &cobra.Command{

@@ -10,8 +10,6 @@ import (
 	"github.com/airlock-dev/airlock/internal/layer"
 )
 
-func init() { commands = append(commands, newDiffCmd) }
-
 type diffFlags struct {
 	stat, patch, asJSON, all bool
 }

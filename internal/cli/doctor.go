@@ -6,8 +6,6 @@ import (
 	"github.com/airlock-dev/airlock/internal/doctor"
 )
 
-func init() { commands = append(commands, newDoctorCmd) }
-
 func newDoctorCmd() *cobra.Command {
 	var asJSON bool
 	cmd := &cobra.Command{

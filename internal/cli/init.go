@@ -8,8 +8,6 @@ import (
 	"github.com/airlock-dev/airlock/internal/pod"
 )
 
-func init() { commands = append(commands, newInitCmd) }
-
 func newInitCmd() *cobra.Command {
 	var workspace, cfg string
 	var asJSON bool

@@ -12,8 +12,6 @@ import (
 	"github.com/airlock-dev/airlock/internal/pod"
 )
 
-func init() { commands = append(commands, newLsCmd) }
-
 // summary is what ls and status print about a pod.
 type summary struct {
 	Name      string            `json:"name"`

@@ -14,8 +14,6 @@ import (
 	"github.com/airlock-dev/airlock/internal/pod"
 )
 
-func init() { commands = append(commands, newNetCmd) }
-
 func newNetCmd() *cobra.Command {
 	var asJSON bool
 	cmd := &cobra.Command{

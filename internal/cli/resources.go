@@ -18,10 +18,6 @@ import (
 	"github.com/airlock-dev/airlock/internal/pod"
 )
 
-func init() {
-	commands = append(commands, newLimitCmd, newFreezeCmd, newResumeCmd, newKillCmd, newStatsCmd)
-}
-
 // runningGroup opens the cgroup of a running pod.
 func runningGroup(name string) (*pod.Pod, cgroup.Group, error) {
 	s, err := openStore()

@@ -8,8 +8,6 @@ import (
 	"github.com/airlock-dev/airlock/internal/layer"
 )
 
-func init() { commands = append(commands, newRollbackCmd) }
-
 func newRollbackCmd() *cobra.Command {
 	var asJSON, dryRun bool
 	cmd := &cobra.Command{

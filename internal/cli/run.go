@@ -17,8 +17,6 @@ import (
 	"github.com/airlock-dev/airlock/internal/supervisor"
 )
 
-func init() { commands = append(commands, newRunCmd) }
-
 type runFlags struct {
 	workspace, config, workdir string
 	env, downgrade, publish    []string

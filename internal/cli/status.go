@@ -9,8 +9,6 @@ import (
 	"github.com/airlock-dev/airlock/internal/layer"
 )
 
-func init() { commands = append(commands, newStatusCmd) }
-
 func newStatusCmd() *cobra.Command {
 	var asJSON bool
 	cmd := &cobra.Command{

@@ -9,8 +9,6 @@ import (
 	"github.com/airlock-dev/airlock/internal/layer"
 )
 
-func init() { commands = append(commands, newUndoCmd) }
-
 func newUndoCmd() *cobra.Command {
 	var force, list, asJSON bool
 	cmd := &cobra.Command{

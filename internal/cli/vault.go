@@ -20,8 +20,6 @@ import (
 	"github.com/airlock-dev/airlock/internal/vault"
 )
 
-func init() { commands = append(commands, newVaultCmd) }
-
 var vaultVerbs = []string{"init", "set", "ls", "rm", "import", "get", "bind"}
 
 type vaultFlags struct {

@@ -253,8 +253,9 @@ func (w *walker) walkMap(n *yaml.Node, t reflect.Type, field string) {
 }
 
 // scalarTags lists the YAML tags each Go kind accepts. Strings take any
-// scalar so that "hostname: 123" works; the rest are exact.
-var scalarTags = map[reflect.Kind][]string{
+// scalar so that "hostname: 123" works; the rest are exact. Arrays indexed
+// by kind rather than maps: static data, nothing to build at start-up.
+var scalarTags = [...][]string{
 	reflect.String:  {"!!str", "!!int", "!!float", "!!bool"},
 	reflect.Bool:    {"!!bool"},
 	reflect.Int:     {"!!int"},
@@ -262,14 +263,17 @@ var scalarTags = map[reflect.Kind][]string{
 	reflect.Float64: {"!!int", "!!float"},
 }
 
-var kindNames = map[reflect.Kind]string{
+var kindNames = [...]string{
 	reflect.String: "a string", reflect.Bool: "true or false", reflect.Int: "an integer",
 	reflect.Int64: "an integer", reflect.Float64: "a number",
 }
 
 func (w *walker) walkScalar(n *yaml.Node, t reflect.Type, field string) {
-	tags, ok := scalarTags[t.Kind()]
-	if !ok {
+	var tags []string
+	if k := t.Kind(); int(k) < len(scalarTags) {
+		tags = scalarTags[k]
+	}
+	if tags == nil {
 		w.fail(n, field, "internal error: no YAML rule for %s", t)
 		return
 	}

@@ -24,12 +24,24 @@ const (
 	TiB
 )
 
-var byteUnits = map[string]float64{
-	"": 1, "b": 1,
-	"k": 1 << 10, "kib": 1 << 10, "kb": 1e3,
-	"m": 1 << 20, "mib": 1 << 20, "mb": 1e6,
-	"g": 1 << 30, "gib": 1 << 30, "gb": 1e9,
-	"t": 1 << 40, "tib": 1 << 40, "tb": 1e12,
+var byteUnits = []struct {
+	unit string
+	mult float64
+}{
+	{"", 1}, {"b", 1},
+	{"k", 1 << 10}, {"kib", 1 << 10}, {"kb", 1e3},
+	{"m", 1 << 20}, {"mib", 1 << 20}, {"mb", 1e6},
+	{"g", 1 << 30}, {"gib", 1 << 30}, {"gb", 1e9},
+	{"t", 1 << 40}, {"tib", 1 << 40}, {"tb", 1e12},
+}
+
+func byteUnit(unit string) (float64, bool) {
+	for _, u := range byteUnits {
+		if u.unit == unit {
+			return u.mult, true
+		}
+	}
+	return 0, false
 }
 
 // ParseByteSize parses "512", "512MiB", "2GiB", "1.5G". Negative, empty,
@@ -41,7 +53,7 @@ func ParseByteSize(s string) (ByteSize, error) {
 		i = len(t)
 	}
 	num, unit := t[:i], strings.ToLower(strings.TrimSpace(t[i:]))
-	mult, ok := byteUnits[unit]
+	mult, ok := byteUnit(unit)
 	if !ok || num == "" {
 		return 0, errdefs.Invalid("size %q: expected a number of bytes with an optional unit, such as 512MiB or 4GiB", s)
 	}

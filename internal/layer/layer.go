@@ -146,8 +146,21 @@ func PermBits(m os.FileMode) uint32 {
 	return v
 }
 
-var typeModes = map[string]os.FileMode{"dir": os.ModeDir, "symlink": os.ModeSymlink, "fifo": os.ModeNamedPipe,
-	"socket": os.ModeSocket, "device": os.ModeDevice}
+func typeMode(typ string) os.FileMode {
+	switch typ {
+	case "dir":
+		return os.ModeDir
+	case "symlink":
+		return os.ModeSymlink
+	case "fifo":
+		return os.ModeNamedPipe
+	case "socket":
+		return os.ModeSocket
+	case "device":
+		return os.ModeDevice
+	}
+	return 0
+}
 
 func parseOctalMode(s, typ string) (os.FileMode, error) {
 	if s == "" {
@@ -157,7 +170,7 @@ func parseOctalMode(s, typ string) (os.FileMode, error) {
 	if err != nil || v > 0o7777 {
 		return 0, fmt.Errorf("mode %q: expected octal permission bits such as 0644", s)
 	}
-	m := os.FileMode(v&0o777) | typeModes[typ]
+	m := os.FileMode(v&0o777) | typeMode(typ)
 	if v&0o4000 != 0 {
 		m |= os.ModeSetuid
 	}

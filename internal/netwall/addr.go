@@ -4,6 +4,7 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"sync"
 )
 
 // deniedRange is one address block the proxy refuses to dial, with the
@@ -15,41 +16,51 @@ type deniedRange struct {
 
 // deniedRanges is the address policy as data: every block here is refused
 // unless the pod's policy lists it in AllowPrivate. Order matters only for
-// the reason reported: more specific blocks come first.
-var deniedRanges = []deniedRange{
-	{pfx("169.254.169.254/32"), "cloud metadata service"},
-	{pfx("fd00:ec2::254/128"), "cloud metadata service (IPv6)"},
-	{pfx("100.100.100.200/32"), "cloud metadata service (Alibaba)"},
-	{pfx("192.0.0.192/32"), "cloud metadata service (Oracle)"},
-	{pfx("0.0.0.0/8"), "this-network / unspecified"},
-	{pfx("10.0.0.0/8"), "private (RFC 1918)"},
-	{pfx("100.64.0.0/10"), "carrier-grade NAT (RFC 6598)"},
-	{pfx("127.0.0.0/8"), "loopback"},
-	{pfx("169.254.0.0/16"), "link-local"},
-	{pfx("172.16.0.0/12"), "private (RFC 1918)"},
-	{pfx("192.0.0.0/24"), "IETF protocol assignments"},
-	{pfx("192.0.2.0/24"), "documentation (TEST-NET-1)"},
-	{pfx("192.88.99.0/24"), "6to4 relay anycast"},
-	{pfx("192.168.0.0/16"), "private (RFC 1918)"},
-	{pfx("198.18.0.0/15"), "benchmarking (RFC 2544)"},
-	{pfx("198.51.100.0/24"), "documentation (TEST-NET-2)"},
-	{pfx("203.0.113.0/24"), "documentation (TEST-NET-3)"},
-	{pfx("224.0.0.0/4"), "multicast"},
-	{pfx("255.255.255.255/32"), "broadcast"},
-	{pfx("240.0.0.0/4"), "reserved (class E)"},
-	{pfx("::/128"), "unspecified"},
-	{pfx("::1/128"), "loopback"},
-	{pfx("100::/64"), "discard-only"},
-	{pfx("64:ff9b:1::/48"), "local-use NAT64"},
-	{pfx("2001::/32"), "Teredo (embeds an address the proxy cannot check)"},
-	{pfx("2001:2::/48"), "benchmarking (RFC 5180)"},
-	{pfx("3fff::/20"), "documentation (RFC 9637)"},
-	{pfx("2001:db8::/32"), "documentation"},
-	{pfx("fc00::/7"), "unique local (ULA)"},
-	{pfx("fe80::/10"), "link-local"},
-	{pfx("fec0::/10"), "site-local (deprecated)"},
-	{pfx("ff00::/8"), "multicast"},
+// the reason reported: more specific blocks come first. The blocks stay
+// text until deniedPrefixes parses them, on the first check, so that a start
+// of the binary that never dials (every one but the supervisor's) skips it.
+var deniedRanges = []struct{ cidr, reason string }{
+	{"169.254.169.254/32", "cloud metadata service"},
+	{"fd00:ec2::254/128", "cloud metadata service (IPv6)"},
+	{"100.100.100.200/32", "cloud metadata service (Alibaba)"},
+	{"192.0.0.192/32", "cloud metadata service (Oracle)"},
+	{"0.0.0.0/8", "this-network / unspecified"},
+	{"10.0.0.0/8", "private (RFC 1918)"},
+	{"100.64.0.0/10", "carrier-grade NAT (RFC 6598)"},
+	{"127.0.0.0/8", "loopback"},
+	{"169.254.0.0/16", "link-local"},
+	{"172.16.0.0/12", "private (RFC 1918)"},
+	{"192.0.0.0/24", "IETF protocol assignments"},
+	{"192.0.2.0/24", "documentation (TEST-NET-1)"},
+	{"192.88.99.0/24", "6to4 relay anycast"},
+	{"192.168.0.0/16", "private (RFC 1918)"},
+	{"198.18.0.0/15", "benchmarking (RFC 2544)"},
+	{"198.51.100.0/24", "documentation (TEST-NET-2)"},
+	{"203.0.113.0/24", "documentation (TEST-NET-3)"},
+	{"224.0.0.0/4", "multicast"},
+	{"255.255.255.255/32", "broadcast"},
+	{"240.0.0.0/4", "reserved (class E)"},
+	{"::/128", "unspecified"},
+	{"::1/128", "loopback"},
+	{"100::/64", "discard-only"},
+	{"64:ff9b:1::/48", "local-use NAT64"},
+	{"2001::/32", "Teredo (embeds an address the proxy cannot check)"},
+	{"2001:2::/48", "benchmarking (RFC 5180)"},
+	{"3fff::/20", "documentation (RFC 9637)"},
+	{"2001:db8::/32", "documentation"},
+	{"fc00::/7", "unique local (ULA)"},
+	{"fe80::/10", "link-local"},
+	{"fec0::/10", "site-local (deprecated)"},
+	{"ff00::/8", "multicast"},
 }
+
+var deniedPrefixes = sync.OnceValue(func() []deniedRange {
+	out := make([]deniedRange, len(deniedRanges))
+	for i, r := range deniedRanges {
+		out[i] = deniedRange{pfx(r.cidr), r.reason}
+	}
+	return out
+})
 
 func pfx(s string) netip.Prefix { return netip.MustParsePrefix(s) }
 
@@ -101,7 +112,7 @@ func CheckAddr(a netip.Addr, allowPrivate []netip.Prefix) (ok bool, reason strin
 			return false, form + " address embedding " + v4.String() + ": " + why
 		}
 	}
-	for _, r := range deniedRanges {
+	for _, r := range deniedPrefixes() {
 		if r.prefix.Contains(a) {
 			return false, r.reason + " (" + r.prefix.String() + ")"
 		}

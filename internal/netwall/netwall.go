@@ -33,7 +33,6 @@ import (
 	"sync/atomic"
 
 	"github.com/airlock-dev/airlock/internal/errdefs"
-	"github.com/miekg/dns"
 	"golang.org/x/sys/unix"
 )
 
@@ -58,7 +57,7 @@ type Wall struct {
 	mu        sync.Mutex
 	closed    bool
 	listeners []net.Listener
-	dnsSrv    []*dns.Server
+	dnsConns  []net.PacketConn // the resolver's UDP sockets (its TCP ones are in listeners)
 	conns     map[net.Conn]struct{}
 	wg        sync.WaitGroup
 	closeOnce sync.Once
@@ -232,13 +231,12 @@ func (w *Wall) Close() error {
 		for c := range w.conns {
 			c.Close()
 		}
-		servers := w.dnsSrv
+		for _, pc := range w.dnsConns {
+			pc.Close()
+		}
 		w.mu.Unlock()
 		if w.drops != nil {
 			w.drops.close()
-		}
-		for _, s := range servers {
-			_ = s.Shutdown()
 		}
 		w.wg.Wait()
 		if w.thread != nil {

@@ -3,13 +3,10 @@ package netwall
 import (
 	"encoding/binary"
 	"fmt"
-	"net"
 	"net/netip"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
-	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
 
@@ -18,8 +15,8 @@ import (
 // ENETUNREACH. Both come from documentation ranges: they never collide
 // with anything real and CheckAddr denies them.
 var (
-	podAddr4 = net.IPv4(192, 0, 2, 1).To4()
-	podAddr6 = net.ParseIP("2001:db8::1")
+	podAddr4 = netip.AddrFrom4([4]byte{192, 0, 2, 1})
+	podAddr6 = netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 15: 1})
 )
 
 // Ports of the services the wall opens inside the pod's namespace.
@@ -28,45 +25,6 @@ const (
 	proxyPort       = 3128
 	transparentPort = 3129
 )
-
-// configureLinks brings lo up and, in filtered mode, gives the pod default
-// routes through lo. The kernel here may lack the dummy driver, so lo
-// stands in for it: any packet the NAT rules do not redirect is dropped by
-// the filter chain before it is looped back.
-func configureLinks(nsFD int, filtered bool) error {
-	h, err := netlink.NewHandleAt(netns.NsHandle(nsFD))
-	if err != nil {
-		return fmt.Errorf("opening netlink in the pod namespace: %w", err)
-	}
-	defer h.Close()
-	lo, err := h.LinkByName("lo")
-	if err != nil {
-		return fmt.Errorf("finding lo in the pod namespace: %w", err)
-	}
-	if err := h.LinkSetUp(lo); err != nil {
-		return fmt.Errorf("bringing lo up in the pod namespace: %w", err)
-	}
-	if !filtered {
-		return nil
-	}
-	idx := lo.Attrs().Index
-	addr4 := &netlink.Addr{IPNet: &net.IPNet{IP: podAddr4, Mask: net.CIDRMask(32, 32)}}
-	if err := h.AddrAdd(lo, addr4); err != nil {
-		return fmt.Errorf("adding %s to the pod's lo: %w", podAddr4, err)
-	}
-	def4 := &netlink.Route{LinkIndex: idx, Dst: &net.IPNet{IP: net.IPv4zero.To4(), Mask: net.CIDRMask(0, 32)},
-		Src: podAddr4, Scope: netlink.SCOPE_LINK}
-	if err := h.RouteAdd(def4); err != nil {
-		return fmt.Errorf("adding the pod's default IPv4 route: %w", err)
-	}
-	// IPv6 is best effort: without it, IPv6 connects fail with ENETUNREACH,
-	// which is just as closed.
-	addr6 := &netlink.Addr{IPNet: &net.IPNet{IP: podAddr6, Mask: net.CIDRMask(128, 128)}, Flags: unix.IFA_F_NODAD}
-	if h.AddrAdd(lo, addr6) == nil {
-		_ = h.RouteAdd(&netlink.Route{LinkIndex: idx, Dst: &net.IPNet{IP: net.IPv6zero, Mask: net.CIDRMask(0, 128)}, Src: podAddr6})
-	}
-	return nil
-}
 
 // installRules writes the pod's nftables ruleset (one inet table, so IPv4
 // and IPv6 share it):
@@ -93,7 +51,7 @@ func installRules(nsFD int) error {
 	filter := c.AddChain(&nftables.Chain{Name: "filter_out", Table: t, Type: nftables.ChainTypeFilter,
 		Hooknum: nftables.ChainHookOutput, Priority: nftables.ChainPriorityFilter, Policy: &drop})
 	for _, chain := range []*nftables.Chain{nat, filter} {
-		for _, p := range localDsts {
+		for _, p := range localDsts() {
 			c.AddRule(&nftables.Rule{Table: t, Chain: chain, Exprs: daddrIn(p, accept())})
 		}
 	}
@@ -122,11 +80,13 @@ func accept() []expr.Any { return []expr.Any{&expr.Verdict{Kind: expr.VerdictAcc
 
 // localDsts are the destinations that never leave the pod: loopback and
 // the pod's own addresses (replies to redirected connections go there).
-var localDsts = []netip.Prefix{
-	netip.MustParsePrefix("127.0.0.0/8"),
-	netip.PrefixFrom(netip.AddrFrom4([4]byte(podAddr4)), 32),
-	netip.MustParsePrefix("::1/128"),
-	netip.PrefixFrom(netip.AddrFrom16([16]byte(podAddr6.To16())), 128),
+func localDsts() []netip.Prefix {
+	return []netip.Prefix{
+		netip.PrefixFrom(netip.AddrFrom4([4]byte{127, 0, 0, 0}), 8),
+		netip.PrefixFrom(podAddr4, 32),
+		netip.PrefixFrom(netip.IPv6Loopback(), 128),
+		netip.PrefixFrom(podAddr6, 128),
+	}
 }
 
 // daddrIn matches packets whose destination is in p (byte-aligned p only).

@@ -4,8 +4,6 @@ import (
 	"fmt"
 	"net"
 	"strconv"
-
-	"github.com/miekg/dns"
 )
 
 // podSockets are the wall's sockets inside the pod's namespace, all opened
@@ -101,26 +99,17 @@ func (w *Wall) startFiltered() error {
 	return nil
 }
 
-// startDNS serves the resolver on its sockets, UDP and TCP, and returns
-// once every server runs (Shutdown before a server runs would leave it
-// running).
+// startDNS serves the resolver on its sockets, UDP and TCP. Close ends it
+// by closing the sockets.
 func (w *Wall) startDNS(udp []net.PacketConn, tcp []net.Listener) {
-	var servers []*dns.Server
+	w.mu.Lock()
+	w.dnsConns = append(w.dnsConns, udp...)
+	w.listeners = append(w.listeners, tcp...)
+	w.mu.Unlock()
 	for _, pc := range udp {
-		servers = append(servers, &dns.Server{PacketConn: pc, Handler: w.res})
+		w.goServe(func() { w.serveDNSPackets(pc) })
 	}
 	for _, l := range tcp {
-		servers = append(servers, &dns.Server{Listener: l, Handler: w.res})
-	}
-	started := make(chan struct{}, len(servers))
-	for _, srv := range servers {
-		srv.NotifyStartedFunc = func() { started <- struct{}{} }
-		w.goServe(func() { _ = srv.ActivateAndServe() })
-	}
-	w.mu.Lock()
-	w.dnsSrv = append(w.dnsSrv, servers...)
-	w.mu.Unlock()
-	for range servers {
-		<-started
+		w.goServe(func() { w.acceptLoop(l, w.serveDNSConn) })
 	}
 }

@@ -12,21 +12,33 @@ import (
 
 // badUpperFS are file systems that cannot hold an overlay upper directory
 // (no whiteouts, no trusted.* xattrs, or remote semantics), by statfs magic.
-var badUpperFS = map[int64]string{
-	0x794c7630: "overlayfs",
-	0x65735546: "fuse",
-	0x6969:     "nfs",
-	0xff534d42: "cifs",
-	0xfe534d42: "smb2",
-	0x517b:     "smb",
-	0x4d44:     "vfat",
-	0x2011bab0: "exfat",
-	0x5346544e: "ntfs",
-	0x7366746e: "ntfs3",
-	0x01021997: "9p",
-	0xf15f:     "ecryptfs",
-	0x73717368: "squashfs",
-	0x9660:     "iso9660",
+var badUpperFS = []struct {
+	magic int64
+	name  string
+}{
+	{0x794c7630, "overlayfs"},
+	{0x65735546, "fuse"},
+	{0x6969, "nfs"},
+	{0xff534d42, "cifs"},
+	{0xfe534d42, "smb2"},
+	{0x517b, "smb"},
+	{0x4d44, "vfat"},
+	{0x2011bab0, "exfat"},
+	{0x5346544e, "ntfs"},
+	{0x7366746e, "ntfs3"},
+	{0x01021997, "9p"},
+	{0xf15f, "ecryptfs"},
+	{0x73717368, "squashfs"},
+	{0x9660, "iso9660"},
+}
+
+func badUpperFSName(magic int64) (string, bool) {
+	for _, fs := range badUpperFS {
+		if fs.magic == magic {
+			return fs.name, true
+		}
+	}
+	return "", false
 }
 
 // checkUpperFS refuses a state directory whose file system cannot hold an
@@ -38,7 +50,7 @@ func checkUpperFS(dir string) error {
 	if err := unix.Statfs(dir, &st); err != nil {
 		return fmt.Errorf("checking the file system of %s: %w", dir, &os.PathError{Op: "statfs", Path: dir, Err: err})
 	}
-	if name, bad := badUpperFS[int64(st.Type)]; bad {
+	if name, bad := badUpperFSName(int64(st.Type)); bad {
 		return errdefs.Unsupported("the airlock home %s is on %s, which cannot hold a copy-on-write layer; set AIRLOCK_HOME to a directory on a local file system (ext4, xfs, btrfs, tmpfs)", filepath.Dir(filepath.Dir(dir)), name)
 	}
 	return probeXattr(dir)

@@ -89,7 +89,7 @@ type block struct {
 func (g *gen) planBlocks(p *Policy) map[uint32]*block {
 	blocks := map[uint32]*block{}
 	for _, r := range p.Rules {
-		nr := x86_64Numbers[r.Name]
+		nr := x86_64Numbers()[r.Name]
 		b := blocks[nr]
 		if b == nil {
 			b = &block{nr: nr}

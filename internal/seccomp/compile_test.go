@@ -106,7 +106,7 @@ func checkProgram(t *testing.T, prog []unix.SockFilter, p *Policy, n int, seed i
 		var nr uint32
 		switch rnd.Intn(4) {
 		case 0, 1:
-			nr = x86_64Numbers[names[rnd.Intn(len(names))]]
+			nr = x86_64Numbers()[names[rnd.Intn(len(names))]]
 		case 2:
 			nr = uint32(rnd.Intn(600))
 		default:
@@ -146,8 +146,8 @@ func TestCompiledMatchesEval(t *testing.T) {
 func TestCompilerLongPolicy(t *testing.T) {
 	rnd := rand.New(rand.NewSource(7))
 	p := &Policy{Name: "long", Default: Errno, DefaultErrno: unix.EACCES}
-	names := make([]string, 0, len(x86_64Numbers))
-	for n := range x86_64Numbers {
+	names := make([]string, 0, len(x86_64Numbers()))
+	for n := range x86_64Numbers() {
 		names = append(names, n)
 	}
 	for i := 0; i < 400; i++ {

@@ -179,7 +179,7 @@ func (a fileArg) cond() (ArgCond, error) {
 	}
 	for op, n := range opNames {
 		if n == a.Op {
-			return ArgCond{Index: *a.Index, Op: op, Mask: a.Mask, Value: a.Value}, nil
+			return ArgCond{Index: *a.Index, Op: Op(op), Mask: a.Mask, Value: a.Value}, nil
 		}
 	}
 	return ArgCond{}, errdefs.Invalid("unknown op %q: use eq, ne or any_set", a.Op)
@@ -191,7 +191,7 @@ func parseFallback(s string) (Fallback, error) {
 	}
 	for f, n := range fallbackNames {
 		if n == s {
-			return f, nil
+			return Fallback(f), nil
 		}
 	}
 	return 0, errdefs.Invalid("unknown fallback %q: use errno or allow", s)

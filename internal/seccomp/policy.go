@@ -54,7 +54,11 @@ const (
 	Notify
 )
 
-var actionNames = map[Action]string{Allow: "allow", Errno: "errno", Kill: "kill", Log: "log", Notify: "notify"}
+// The names are arrays indexed by the constants, not maps: static data
+// that costs nothing when the binary starts.
+var actionNames = [...]string{Allow: "allow", Errno: "errno", Kill: "kill", Log: "log", Notify: "notify"}
+
+func (a Action) valid() bool { return a >= 0 && int(a) < len(actionNames) }
 
 // Fallback is what a Notify rule does when the program is compiled
 // without a listener. The zero value fails the call, so a rule that
@@ -69,18 +73,20 @@ const (
 	FallbackAllow
 )
 
-var fallbackNames = map[Fallback]string{FallbackErrno: "errno", FallbackAllow: "allow"}
+var fallbackNames = [...]string{FallbackErrno: "errno", FallbackAllow: "allow"}
+
+func (f Fallback) valid() bool { return f >= 0 && int(f) < len(fallbackNames) }
 
 func (f Fallback) String() string {
-	if s, ok := fallbackNames[f]; ok {
-		return s
+	if f.valid() {
+		return fallbackNames[f]
 	}
 	return fmt.Sprintf("Fallback(%d)", int(f))
 }
 
 func (a Action) String() string {
-	if s, ok := actionNames[a]; ok {
-		return s
+	if a.valid() {
+		return actionNames[a]
 	}
 	return fmt.Sprintf("Action(%d)", int(a))
 }
@@ -89,7 +95,7 @@ func (a Action) String() string {
 func ParseAction(s string) (Action, error) {
 	for a, n := range actionNames {
 		if n == s {
-			return a, nil
+			return Action(a), nil
 		}
 	}
 	return 0, errdefs.Invalid("unknown action %q: use allow, errno, kill, log or notify", s)
@@ -107,11 +113,13 @@ const (
 	AnySet
 )
 
-var opNames = map[Op]string{Eq: "eq", Ne: "ne", AnySet: "any_set"}
+var opNames = [...]string{Eq: "eq", Ne: "ne", AnySet: "any_set"}
+
+func (o Op) valid() bool { return o >= 0 && int(o) < len(opNames) }
 
 func (o Op) String() string {
-	if s, ok := opNames[o]; ok {
-		return s
+	if o.valid() {
+		return opNames[o]
 	}
 	return fmt.Sprintf("Op(%d)", int(o))
 }
@@ -262,7 +270,7 @@ func (p *Policy) Watches() bool {
 
 // Validate checks every rule and names the first bad one.
 func (p *Policy) Validate() error {
-	if _, ok := actionNames[p.Default]; !ok {
+	if !p.Default.valid() {
 		return errdefs.Invalid("policy %q: unknown default action %d", p.Name, p.Default)
 	}
 	if p.Default == Notify {
@@ -277,16 +285,16 @@ func (p *Policy) Validate() error {
 }
 
 func (r Rule) validate() error {
-	if _, ok := x86_64Numbers[r.Name]; !ok {
+	if _, ok := x86_64Numbers()[r.Name]; !ok {
 		return errdefs.Invalid("unknown x86_64 syscall %q: check the spelling against the syscall table", r.Name)
 	}
-	if _, ok := actionNames[r.Action]; !ok {
+	if !r.Action.valid() {
 		return errdefs.Invalid("unknown action %d", r.Action)
 	}
 	if r.Errno > 0xffff {
 		return errdefs.Invalid("errno %d does not fit in 16 bits", r.Errno)
 	}
-	if _, ok := fallbackNames[r.Fallback]; !ok {
+	if !r.Fallback.valid() {
 		return errdefs.Invalid("unknown fallback %d", r.Fallback)
 	}
 	if r.Fallback != FallbackErrno && r.Action != Notify {
@@ -310,7 +318,7 @@ func (c ArgCond) validate() error {
 	if c.Index < 0 || c.Index > 5 {
 		return errdefs.Invalid("argument index %d out of range 0-5", c.Index)
 	}
-	if _, ok := opNames[c.Op]; !ok {
+	if !c.Op.valid() {
 		return errdefs.Invalid("unknown comparison %d", c.Op)
 	}
 	if c.Op != AnySet && c.Value&^c.mask() != 0 {
@@ -321,7 +329,7 @@ func (c ArgCond) validate() error {
 
 // Number returns the x86_64 number of a syscall name.
 func Number(name string) (uint32, bool) {
-	nr, ok := x86_64Numbers[name]
+	nr, ok := x86_64Numbers()[name]
 	return nr, ok
 }
 
@@ -332,7 +340,7 @@ func (p *Policy) Eval(arch, nr uint32, args [6]uint64) Verdict {
 		return Verdict{Errno, unix.EPERM}
 	}
 	for _, r := range p.Rules {
-		if x86_64Numbers[r.Name] == nr && r.matches(args) {
+		if x86_64Numbers()[r.Name] == nr && r.matches(args) {
 			return r.verdict()
 		}
 	}
@@ -342,7 +350,7 @@ func (p *Policy) Eval(arch, nr uint32, args [6]uint64) Verdict {
 // Explain describes what the policy does with a syscall and why, for the
 // docs and the CLI. Conditional rules are listed in the order they apply.
 func Explain(p *Policy, syscall string) (action string, reason string) {
-	if _, ok := x86_64Numbers[syscall]; !ok {
+	if _, ok := x86_64Numbers()[syscall]; !ok {
 		return "unknown", "not an x86_64 system call"
 	}
 	rules := p.rulesFor(syscall)

@@ -4,6 +4,9 @@ import "golang.org/x/sys/unix"
 
 // The built-in profiles. Each rule carries its reason; docs/seccomp.md is
 // generated from these tables (go test -run TestDocsUpToDate -update).
+// The tables that need code to build (deny, allow, concat) are functions
+// rather than package variables: every start of the binary, the in-pod init
+// included, would otherwise build them, and only the supervisor needs them.
 
 // Clone flags that create a namespace. CLONE_NEWTIME (0x80) shares bits with
 // the exit signal in clone(), where no valid signal sets it, so denying it
@@ -32,30 +35,34 @@ const (
 // the rules that allow AF_INET and AF_INET6, in both profiles. The pod has
 // no CAP_NET_RAW, so the kernel would refuse most of them anyway; seccomp
 // refuses them first and says so.
-var watchedSockets = []Rule{
-	{Name: "socket", Action: Notify, Args: []ArgCond{arg(0, Eq, Low32, unix.AF_PACKET)},
-		Reason: "Packet sockets read and forge link-layer frames below every rule of the network wall; the attempt is audited (net.socket) and refused."},
-	{Name: "socket", Action: Notify, Args: []ArgCond{arg(0, Eq, Low32, unix.AF_INET), arg(1, Eq, sockTypeMask, sockPacket)},
-		Reason: "(AF_INET, SOCK_PACKET) is the obsolete spelling of a packet socket, which the kernel still honours; audited and refused as one."},
-	{Name: "socket", Action: Notify, Args: []ArgCond{arg(0, Eq, Low32, unix.AF_INET), arg(1, Eq, sockTypeMask, unix.SOCK_RAW)},
-		Reason: "Raw IP sockets forge packets and sniff traffic; SOCK_NONBLOCK and SOCK_CLOEXEC are masked off before the type is compared. Audited and refused."},
-	{Name: "socket", Action: Notify, Args: []ArgCond{arg(0, Eq, Low32, unix.AF_INET6), arg(1, Eq, sockTypeMask, unix.SOCK_RAW)},
-		Reason: "Raw IPv6 sockets, as for IPv4."},
-	{Name: "socket", Action: Notify, Args: []ArgCond{arg(0, Eq, Low32, unix.AF_INET), arg(1, Eq, sockTypeMask, unix.SOCK_DGRAM), arg(2, Eq, Low32, unix.IPPROTO_ICMP)},
-		Reason: "ICMP \"ping\" sockets: ICMP never leaves a pod, so the socket is refused where the attempt can be audited rather than dropped silently later."},
-	{Name: "socket", Action: Notify, Args: []ArgCond{arg(0, Eq, Low32, unix.AF_INET6), arg(1, Eq, sockTypeMask, unix.SOCK_DGRAM), arg(2, Eq, Low32, unix.IPPROTO_ICMPV6)},
-		Reason: "ICMPv6 ping sockets, as for IPv4."},
+func watchedSockets() []Rule {
+	return []Rule{
+		{Name: "socket", Action: Notify, Args: []ArgCond{arg(0, Eq, Low32, unix.AF_PACKET)},
+			Reason: "Packet sockets read and forge link-layer frames below every rule of the network wall; the attempt is audited (net.socket) and refused."},
+		{Name: "socket", Action: Notify, Args: []ArgCond{arg(0, Eq, Low32, unix.AF_INET), arg(1, Eq, sockTypeMask, sockPacket)},
+			Reason: "(AF_INET, SOCK_PACKET) is the obsolete spelling of a packet socket, which the kernel still honours; audited and refused as one."},
+		{Name: "socket", Action: Notify, Args: []ArgCond{arg(0, Eq, Low32, unix.AF_INET), arg(1, Eq, sockTypeMask, unix.SOCK_RAW)},
+			Reason: "Raw IP sockets forge packets and sniff traffic; SOCK_NONBLOCK and SOCK_CLOEXEC are masked off before the type is compared. Audited and refused."},
+		{Name: "socket", Action: Notify, Args: []ArgCond{arg(0, Eq, Low32, unix.AF_INET6), arg(1, Eq, sockTypeMask, unix.SOCK_RAW)},
+			Reason: "Raw IPv6 sockets, as for IPv4."},
+		{Name: "socket", Action: Notify, Args: []ArgCond{arg(0, Eq, Low32, unix.AF_INET), arg(1, Eq, sockTypeMask, unix.SOCK_DGRAM), arg(2, Eq, Low32, unix.IPPROTO_ICMP)},
+			Reason: "ICMP \"ping\" sockets: ICMP never leaves a pod, so the socket is refused where the attempt can be audited rather than dropped silently later."},
+		{Name: "socket", Action: Notify, Args: []ArgCond{arg(0, Eq, Low32, unix.AF_INET6), arg(1, Eq, sockTypeMask, unix.SOCK_DGRAM), arg(2, Eq, Low32, unix.IPPROTO_ICMPV6)},
+			Reason: "ICMPv6 ping sockets, as for IPv4."},
+	}
 }
 
 // watchedConnect makes unix-socket connects visible to the supervisor.
 // BPF cannot read the address, only its length: connects the length says
 // are IPv4 or IPv6 (which the network wall sees anyway) stay in the
 // kernel's fast path, everything else is shown to the supervisor.
-var watchedConnect = []Rule{
-	{Name: "connect", Action: Notify, Fallback: FallbackAllow,
-		Args:   []ArgCond{arg(2, Ne, Low32, sizeofSockaddrInet4), arg(2, Ne, Low32, sizeofSockaddrInet6)},
-		Reason: "A connect whose address length is neither a sockaddr_in's (16) nor a sockaddr_in6's (28), in practice a unix socket, goes to the supervisor, which reads the address: a path, or an abstract name bound in the pod's own network namespace, goes ahead; an abstract name bound nowhere in it (one the agent hoped to find on the host) is audited (net.abstract) and refused with ECONNREFUSED. The pod's network namespace is what keeps host abstract sockets out of reach; this makes the attempt visible. Without a listener the connect is allowed, as before."},
-	{Name: "connect", Action: Allow, Reason: "Sockets once created (creation is filtered by family); the network wall decides where they reach."},
+func watchedConnect() []Rule {
+	return []Rule{
+		{Name: "connect", Action: Notify, Fallback: FallbackAllow,
+			Args:   []ArgCond{arg(2, Ne, Low32, sizeofSockaddrInet4), arg(2, Ne, Low32, sizeofSockaddrInet6)},
+			Reason: "A connect whose address length is neither a sockaddr_in's (16) nor a sockaddr_in6's (28), in practice a unix socket, goes to the supervisor, which reads the address: a path, or an abstract name bound in the pod's own network namespace, goes ahead; an abstract name bound nowhere in it (one the agent hoped to find on the host) is audited (net.abstract) and refused with ECONNREFUSED. The pod's network namespace is what keeps host abstract sockets out of reach; this makes the attempt visible. Without a listener the connect is allowed, as before."},
+		{Name: "connect", Action: Allow, Reason: "Sockets once created (creation is filtered by family); the network wall decides where they reach."},
+	}
 }
 
 // allow makes one unconditional Allow rule per name.
@@ -155,69 +162,73 @@ var dockerAllowed = []struct {
 }
 
 // deniedRules are the calls Airlock always refuses, with why.
-var deniedRules = [][]Rule{
-	deny("Mounting rearranges the file system the walls are built from; the in-pod init has already mounted everything the pod needs.",
-		"mount", "umount2", "pivot_root", "mount_setattr", "open_tree", "move_mount", "fsopen", "fsconfig", "fsmount", "fspick", "chroot"),
-	deny("New namespaces would let the agent build its own root, user and network views, escaping the walls and exposing kernel attack surface reachable only from user namespaces.",
-		"unshare", "setns"),
-	deny("Reading or writing another process's memory or registers breaks the boundary between processes (and can hijack the supervisor's helpers).",
-		"ptrace", "process_vm_readv", "process_vm_writev", "kcmp", "pidfd_getfd", "process_madvise"),
-	deny("Kernel keyrings are not namespaced: keys can leak between pods and the host.",
-		"keyctl", "add_key", "request_key"),
-	deny("eBPF, perf and userfaultfd are large kernel attack surfaces behind many privilege escalations; userfaultfd also makes kernel races easy to win.",
-		"bpf", "perf_event_open", "userfaultfd"),
-	deny("io_uring performs file and network operations outside seccomp's view and has been a steady source of kernel exploits.",
-		"io_uring_setup", "io_uring_enter", "io_uring_register"),
-	deny("Loading kernels or kernel modules is taking over the machine.",
-		"kexec_load", "kexec_file_load", "init_module", "finit_module", "delete_module"),
-	deny("File handles bypass path-based checks: open_by_handle_at let containers read host files (the 'shocker' escape), and name_to_handle_at feeds it.",
-		"open_by_handle_at", "name_to_handle_at"),
-	deny("Machine administration: swap, reboot, process accounting, quotas, kernel log, host and domain names.",
-		"swapon", "swapoff", "reboot", "acct", "quotactl", "quotactl_fd", "syslog", "sethostname", "setdomainname"),
-	deny("Obsolete calls with a history of bugs and no use in a modern program.",
-		"lookup_dcookie", "uselib", "nfsservctl", "_sysctl", "sysfs", "ustat", "vhangup"),
-	deny("fanotify_init watches the whole file system (needs CAP_SYS_ADMIN; refused early).",
-		"fanotify_init"),
-	deny("Setting or adjusting the clock changes time for the whole host. adjtimex and clock_adjtime are refused even when they only read, because the mode that says whether they write lives in memory seccomp cannot see.",
-		"clock_settime", "settimeofday", "adjtimex", "clock_adjtime"),
-	deny("Raw I/O port access reaches hardware directly.",
-		"iopl", "ioperm"),
-	deny("NUMA memory policy calls need CAP_SYS_NICE in Docker's profile and nothing in a pod needs them.",
-		"mbind", "set_mempolicy", "get_mempolicy", "migrate_pages", "move_pages", "set_mempolicy_home_node"),
+func deniedRules() [][]Rule {
+	return [][]Rule{
+		deny("Mounting rearranges the file system the walls are built from; the in-pod init has already mounted everything the pod needs.",
+			"mount", "umount2", "pivot_root", "mount_setattr", "open_tree", "move_mount", "fsopen", "fsconfig", "fsmount", "fspick", "chroot"),
+		deny("New namespaces would let the agent build its own root, user and network views, escaping the walls and exposing kernel attack surface reachable only from user namespaces.",
+			"unshare", "setns"),
+		deny("Reading or writing another process's memory or registers breaks the boundary between processes (and can hijack the supervisor's helpers).",
+			"ptrace", "process_vm_readv", "process_vm_writev", "kcmp", "pidfd_getfd", "process_madvise"),
+		deny("Kernel keyrings are not namespaced: keys can leak between pods and the host.",
+			"keyctl", "add_key", "request_key"),
+		deny("eBPF, perf and userfaultfd are large kernel attack surfaces behind many privilege escalations; userfaultfd also makes kernel races easy to win.",
+			"bpf", "perf_event_open", "userfaultfd"),
+		deny("io_uring performs file and network operations outside seccomp's view and has been a steady source of kernel exploits.",
+			"io_uring_setup", "io_uring_enter", "io_uring_register"),
+		deny("Loading kernels or kernel modules is taking over the machine.",
+			"kexec_load", "kexec_file_load", "init_module", "finit_module", "delete_module"),
+		deny("File handles bypass path-based checks: open_by_handle_at let containers read host files (the 'shocker' escape), and name_to_handle_at feeds it.",
+			"open_by_handle_at", "name_to_handle_at"),
+		deny("Machine administration: swap, reboot, process accounting, quotas, kernel log, host and domain names.",
+			"swapon", "swapoff", "reboot", "acct", "quotactl", "quotactl_fd", "syslog", "sethostname", "setdomainname"),
+		deny("Obsolete calls with a history of bugs and no use in a modern program.",
+			"lookup_dcookie", "uselib", "nfsservctl", "_sysctl", "sysfs", "ustat", "vhangup"),
+		deny("fanotify_init watches the whole file system (needs CAP_SYS_ADMIN; refused early).",
+			"fanotify_init"),
+		deny("Setting or adjusting the clock changes time for the whole host. adjtimex and clock_adjtime are refused even when they only read, because the mode that says whether they write lives in memory seccomp cannot see.",
+			"clock_settime", "settimeofday", "adjtimex", "clock_adjtime"),
+		deny("Raw I/O port access reaches hardware directly.",
+			"iopl", "ioperm"),
+		deny("NUMA memory policy calls need CAP_SYS_NICE in Docker's profile and nothing in a pod needs them.",
+			"mbind", "set_mempolicy", "get_mempolicy", "migrate_pages", "move_pages", "set_mempolicy_home_node"),
+	}
 }
 
 // filteredRules are the calls allowed only for some arguments.
-var filteredRules = concat([]Rule{
-	{Name: "clone", Action: Errno, Args: []ArgCond{arg(0, AnySet, cloneNewMask, 0)},
-		Reason: "clone may not create namespaces (CLONE_NEW* flags in arg0); plain fork and thread creation stay allowed."},
-	{Name: "clone", Action: Allow, Reason: "Process and thread creation."},
-	{Name: "clone3", Action: Errno, Errno: unix.ENOSYS,
-		Reason: "clone3 keeps its flags in memory seccomp cannot read; ENOSYS makes glibc and Go fall back to clone, whose flags are checked."},
-	{Name: "ioctl", Action: Errno, Args: []ArgCond{arg(1, Eq, Low32, tiocsti)},
-		Reason: "TIOCSTI pushes keystrokes into a terminal's input: a classic escape into the shell that started the pod. The kernel reads the request as 32 bits, so only those are compared."},
-	{Name: "ioctl", Action: Errno, Args: []ArgCond{arg(1, Eq, Low32, tioclinux)},
-		Reason: "TIOCLINUX can paste console selections into the input, the same injection as TIOCSTI."},
-	{Name: "ioctl", Action: Allow, Reason: "Terminals, files and sockets need ioctl; the dangerous requests are denied above."},
-	{Name: "socket", Action: Allow, Args: []ArgCond{arg(0, Eq, Low32, unix.AF_UNIX)},
-		Reason: "Unix sockets within the pod."}},
-	watchedSockets, []Rule{
-		{Name: "socket", Action: Allow, Args: []ArgCond{arg(0, Eq, Low32, unix.AF_INET)},
-			Reason: "TCP and UDP over IPv4, through the network wall."},
-		{Name: "socket", Action: Allow, Args: []ArgCond{arg(0, Eq, Low32, unix.AF_INET6)},
-			Reason: "TCP and UDP over IPv6, through the network wall."},
-		{Name: "socket", Action: Allow, Args: []ArgCond{arg(0, Eq, Low32, unix.AF_NETLINK), arg(2, Eq, Low32, unix.NETLINK_ROUTE)},
-			Reason: "NETLINK_ROUTE only: glibc's getaddrinfo and if_nameindex read interfaces and addresses through it. Every other netlink protocol (audit, netfilter, ...), AF_ALG, AF_VSOCK, AF_KEY, Bluetooth and all other families fall to the default."},
-		{Name: "socketpair", Action: Allow, Args: []ArgCond{arg(0, Eq, Low32, unix.AF_UNIX)},
-			Reason: "Only AF_UNIX implements socketpair."},
-		{Name: "personality", Action: Allow, Args: []ArgCond{arg(0, Eq, Low32, 0)}, Reason: personalityReason},
-		{Name: "personality", Action: Allow, Args: []ArgCond{arg(0, Eq, Low32, 0x0008)}, Reason: personalityReason},
-		{Name: "personality", Action: Allow, Args: []ArgCond{arg(0, Eq, Low32, 0x20000)}, Reason: personalityReason},
-		{Name: "personality", Action: Allow, Args: []ArgCond{arg(0, Eq, Low32, 0x20008)}, Reason: personalityReason},
-		{Name: "personality", Action: Allow, Args: []ArgCond{arg(0, Eq, Low32, 0xffffffff)}, Reason: personalityReason},
-		{Name: "prctl", Action: Errno, Args: []ArgCond{arg(0, Eq, Low32, prSetMM)},
-			Reason: "PR_SET_MM rewrites a process's memory map descriptors (exe link, auxv, stack), which checkpoint tools need and agents do not. PR_SET_PTRACER is left alone: ptrace is denied outright."},
-		{Name: "prctl", Action: Allow, Reason: "Thread names, no_new_privs, dumpable, seccomp and the like."}},
-	watchedConnect)
+func filteredRules() []Rule {
+	return concat([]Rule{
+		{Name: "clone", Action: Errno, Args: []ArgCond{arg(0, AnySet, cloneNewMask, 0)},
+			Reason: "clone may not create namespaces (CLONE_NEW* flags in arg0); plain fork and thread creation stay allowed."},
+		{Name: "clone", Action: Allow, Reason: "Process and thread creation."},
+		{Name: "clone3", Action: Errno, Errno: unix.ENOSYS,
+			Reason: "clone3 keeps its flags in memory seccomp cannot read; ENOSYS makes glibc and Go fall back to clone, whose flags are checked."},
+		{Name: "ioctl", Action: Errno, Args: []ArgCond{arg(1, Eq, Low32, tiocsti)},
+			Reason: "TIOCSTI pushes keystrokes into a terminal's input: a classic escape into the shell that started the pod. The kernel reads the request as 32 bits, so only those are compared."},
+		{Name: "ioctl", Action: Errno, Args: []ArgCond{arg(1, Eq, Low32, tioclinux)},
+			Reason: "TIOCLINUX can paste console selections into the input, the same injection as TIOCSTI."},
+		{Name: "ioctl", Action: Allow, Reason: "Terminals, files and sockets need ioctl; the dangerous requests are denied above."},
+		{Name: "socket", Action: Allow, Args: []ArgCond{arg(0, Eq, Low32, unix.AF_UNIX)},
+			Reason: "Unix sockets within the pod."}},
+		watchedSockets(), []Rule{
+			{Name: "socket", Action: Allow, Args: []ArgCond{arg(0, Eq, Low32, unix.AF_INET)},
+				Reason: "TCP and UDP over IPv4, through the network wall."},
+			{Name: "socket", Action: Allow, Args: []ArgCond{arg(0, Eq, Low32, unix.AF_INET6)},
+				Reason: "TCP and UDP over IPv6, through the network wall."},
+			{Name: "socket", Action: Allow, Args: []ArgCond{arg(0, Eq, Low32, unix.AF_NETLINK), arg(2, Eq, Low32, unix.NETLINK_ROUTE)},
+				Reason: "NETLINK_ROUTE only: glibc's getaddrinfo and if_nameindex read interfaces and addresses through it. Every other netlink protocol (audit, netfilter, ...), AF_ALG, AF_VSOCK, AF_KEY, Bluetooth and all other families fall to the default."},
+			{Name: "socketpair", Action: Allow, Args: []ArgCond{arg(0, Eq, Low32, unix.AF_UNIX)},
+				Reason: "Only AF_UNIX implements socketpair."},
+			{Name: "personality", Action: Allow, Args: []ArgCond{arg(0, Eq, Low32, 0)}, Reason: personalityReason},
+			{Name: "personality", Action: Allow, Args: []ArgCond{arg(0, Eq, Low32, 0x0008)}, Reason: personalityReason},
+			{Name: "personality", Action: Allow, Args: []ArgCond{arg(0, Eq, Low32, 0x20000)}, Reason: personalityReason},
+			{Name: "personality", Action: Allow, Args: []ArgCond{arg(0, Eq, Low32, 0x20008)}, Reason: personalityReason},
+			{Name: "personality", Action: Allow, Args: []ArgCond{arg(0, Eq, Low32, 0xffffffff)}, Reason: personalityReason},
+			{Name: "prctl", Action: Errno, Args: []ArgCond{arg(0, Eq, Low32, prSetMM)},
+				Reason: "PR_SET_MM rewrites a process's memory map descriptors (exe link, auxv, stack), which checkpoint tools need and agents do not. PR_SET_PTRACER is left alone: ptrace is denied outright."},
+			{Name: "prctl", Action: Allow, Reason: "Thread names, no_new_privs, dumpable, seccomp and the like."}},
+		watchedConnect())
+}
 
 const personalityReason = "Only the personas Docker allows: PER_LINUX, PER_LINUX32, UNAME26 and the query 0xffffffff; others such as ADDR_NO_RANDOMIZE switch off ASLR or READ_IMPLIES_EXEC make data executable."
 
@@ -226,8 +237,8 @@ func defaultPolicy() *Policy {
 	for _, g := range dockerAllowed {
 		p.Rules = append(p.Rules, allow(g.reason, g.names...)...)
 	}
-	p.Rules = append(p.Rules, filteredRules...)
-	for _, g := range deniedRules {
+	p.Rules = append(p.Rules, filteredRules()...)
+	for _, g := range deniedRules() {
 		p.Rules = append(p.Rules, g...)
 	}
 	return p
@@ -235,39 +246,43 @@ func defaultPolicy() *Policy {
 
 // strictRules replace every default rule for the syscalls they name
 // (connect keeps its default rules: strict has no other).
-var strictRules = concat([]Rule{
-	{Name: "socket", Action: Allow, Args: []ArgCond{arg(0, Eq, Low32, unix.AF_UNIX)},
-		Reason: "strict: Unix sockets within the pod."}},
-	watchedSockets, []Rule{
-		{Name: "socket", Action: Allow, Args: []ArgCond{arg(0, Eq, Low32, unix.AF_INET), arg(1, Eq, sockTypeMask, unix.SOCK_STREAM)},
-			Reason: "strict: TCP over IPv4 only (the network wall proxies TCP)."},
-		{Name: "socket", Action: Allow, Args: []ArgCond{arg(0, Eq, Low32, unix.AF_INET), arg(1, Eq, sockTypeMask, unix.SOCK_DGRAM)},
-			Reason: "strict: UDP over IPv4 (DNS to the pod's resolver)."},
-		{Name: "socket", Action: Allow, Args: []ArgCond{arg(0, Eq, Low32, unix.AF_INET6), arg(1, Eq, sockTypeMask, unix.SOCK_STREAM)},
-			Reason: "strict: TCP over IPv6."},
-		{Name: "socket", Action: Allow, Args: []ArgCond{arg(0, Eq, Low32, unix.AF_INET6), arg(1, Eq, sockTypeMask, unix.SOCK_DGRAM)},
-			Reason: "strict: UDP over IPv6."},
-		{Name: "personality", Action: Allow, Args: []ArgCond{arg(0, Eq, Low32, 0xffffffff)},
-			Reason: "strict: the persona may be queried, never changed."},
-		{Name: "prctl", Action: Errno, Args: []ArgCond{arg(0, Eq, Low32, prSetMM)}, Reason: "strict: as in default."},
-		{Name: "prctl", Action: Errno, Args: []ArgCond{arg(0, Eq, Low32, unix.PR_SET_DUMPABLE)},
-			Reason: "strict: a process stays as dumpable as it was started, so a compromised helper cannot reopen itself to others."},
-		{Name: "prctl", Action: Allow, Reason: "strict: other prctl options."},
-	})
+func strictRules() []Rule {
+	return concat([]Rule{
+		{Name: "socket", Action: Allow, Args: []ArgCond{arg(0, Eq, Low32, unix.AF_UNIX)},
+			Reason: "strict: Unix sockets within the pod."}},
+		watchedSockets(), []Rule{
+			{Name: "socket", Action: Allow, Args: []ArgCond{arg(0, Eq, Low32, unix.AF_INET), arg(1, Eq, sockTypeMask, unix.SOCK_STREAM)},
+				Reason: "strict: TCP over IPv4 only (the network wall proxies TCP)."},
+			{Name: "socket", Action: Allow, Args: []ArgCond{arg(0, Eq, Low32, unix.AF_INET), arg(1, Eq, sockTypeMask, unix.SOCK_DGRAM)},
+				Reason: "strict: UDP over IPv4 (DNS to the pod's resolver)."},
+			{Name: "socket", Action: Allow, Args: []ArgCond{arg(0, Eq, Low32, unix.AF_INET6), arg(1, Eq, sockTypeMask, unix.SOCK_STREAM)},
+				Reason: "strict: TCP over IPv6."},
+			{Name: "socket", Action: Allow, Args: []ArgCond{arg(0, Eq, Low32, unix.AF_INET6), arg(1, Eq, sockTypeMask, unix.SOCK_DGRAM)},
+				Reason: "strict: UDP over IPv6."},
+			{Name: "personality", Action: Allow, Args: []ArgCond{arg(0, Eq, Low32, 0xffffffff)},
+				Reason: "strict: the persona may be queried, never changed."},
+			{Name: "prctl", Action: Errno, Args: []ArgCond{arg(0, Eq, Low32, prSetMM)}, Reason: "strict: as in default."},
+			{Name: "prctl", Action: Errno, Args: []ArgCond{arg(0, Eq, Low32, unix.PR_SET_DUMPABLE)},
+				Reason: "strict: a process stays as dumpable as it was started, so a compromised helper cannot reopen itself to others."},
+			{Name: "prctl", Action: Allow, Reason: "strict: other prctl options."},
+		})
+}
 
 // strictDenied are allowed by default and refused by strict. Netlink needs
 // no rule here: strict's socket rules simply do not allow AF_NETLINK.
-var strictDenied = concat(
-	deny("strict: legacy AIO is rarely used by agents and their tools and has had kernel bugs.",
-		"io_setup", "io_destroy", "io_submit", "io_cancel", "io_getevents", "io_pgetevents"),
-	deny("strict: vmsplice, remap_file_pages and modify_ldt are old, rarely used interfaces behind past privilege escalations.",
-		"vmsplice", "remap_file_pages", "modify_ldt"),
-	deny("strict: System V and POSIX message queues and fanotify marks are not needed by build tools.",
-		"msgget", "msgsnd", "msgrcv", "msgctl", "mq_open", "mq_unlink", "mq_timedsend", "mq_timedreceive",
-		"mq_notify", "mq_getsetattr", "fanotify_mark"),
-	deny("strict: memory locking and secret memory pin RAM the memory wall cannot reclaim.",
-		"mlock", "mlock2", "mlockall", "memfd_secret"),
-)
+func strictDenied() []Rule {
+	return concat(
+		deny("strict: legacy AIO is rarely used by agents and their tools and has had kernel bugs.",
+			"io_setup", "io_destroy", "io_submit", "io_cancel", "io_getevents", "io_pgetevents"),
+		deny("strict: vmsplice, remap_file_pages and modify_ldt are old, rarely used interfaces behind past privilege escalations.",
+			"vmsplice", "remap_file_pages", "modify_ldt"),
+		deny("strict: System V and POSIX message queues and fanotify marks are not needed by build tools.",
+			"msgget", "msgsnd", "msgrcv", "msgctl", "mq_open", "mq_unlink", "mq_timedsend", "mq_timedreceive",
+			"mq_notify", "mq_getsetattr", "fanotify_mark"),
+		deny("strict: memory locking and secret memory pin RAM the memory wall cannot reclaim.",
+			"mlock", "mlock2", "mlockall", "memfd_secret"),
+	)
+}
 
 func concat(groups ...[]Rule) []Rule {
 	var out []Rule
@@ -281,7 +296,7 @@ func strictPolicy() *Policy {
 	p := defaultPolicy()
 	p.Name = "strict"
 	replaced := map[string]bool{}
-	for _, r := range concat(strictRules, strictDenied) {
+	for _, r := range concat(strictRules(), strictDenied()) {
 		replaced[r.Name] = true
 	}
 	var kept []Rule
@@ -290,6 +305,6 @@ func strictPolicy() *Policy {
 			kept = append(kept, r)
 		}
 	}
-	p.Rules = concat(kept, strictRules, strictDenied)
+	p.Rules = concat(kept, strictRules(), strictDenied())
 	return p
 }

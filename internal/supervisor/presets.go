@@ -1,28 +1,30 @@
 package supervisor
 
-import "sort"
-
 // presets are named host sets that a config can list under
-// network.presets instead of spelling out every host an agent needs.
-var presets = map[string][]string{
-	"anthropic": {"api.anthropic.com", "statsig.anthropic.com", "console.anthropic.com", "claude.ai"},
-	"openai":    {"api.openai.com", "auth.openai.com", "chatgpt.com"},
-	"google-ai": {"generativelanguage.googleapis.com", "aiplatform.googleapis.com", "oauth2.googleapis.com"},
-	"npm":       {"registry.npmjs.org", "registry.yarnpkg.com"},
-	"pypi":      {"pypi.org", "files.pythonhosted.org"},
-	"go":        {"proxy.golang.org", "sum.golang.org", "storage.googleapis.com"},
-	"crates":    {"crates.io", "index.crates.io", "static.crates.io"},
-	"debian":    {"deb.debian.org", "security.debian.org"},
-	"github":    {"github.com", "api.github.com", "codeload.github.com", "objects.githubusercontent.com", "raw.githubusercontent.com"},
+// network.presets instead of spelling out every host an agent needs,
+// sorted by name. A slice rather than a map: it is static data, which the
+// binary's start does not have to build.
+var presets = []struct {
+	name  string
+	hosts []string
+}{
+	{"anthropic", []string{"api.anthropic.com", "statsig.anthropic.com", "console.anthropic.com", "claude.ai"}},
+	{"crates", []string{"crates.io", "index.crates.io", "static.crates.io"}},
+	{"debian", []string{"deb.debian.org", "security.debian.org"}},
+	{"github", []string{"github.com", "api.github.com", "codeload.github.com", "objects.githubusercontent.com", "raw.githubusercontent.com"}},
+	{"go", []string{"proxy.golang.org", "sum.golang.org", "storage.googleapis.com"}},
+	{"google-ai", []string{"generativelanguage.googleapis.com", "aiplatform.googleapis.com", "oauth2.googleapis.com"}},
+	{"npm", []string{"registry.npmjs.org", "registry.yarnpkg.com"}},
+	{"openai", []string{"api.openai.com", "auth.openai.com", "chatgpt.com"}},
+	{"pypi", []string{"pypi.org", "files.pythonhosted.org"}},
 }
 
 // PresetNames lists the known presets, sorted.
 func PresetNames() []string {
-	out := make([]string, 0, len(presets))
-	for k := range presets {
-		out = append(out, k)
+	out := make([]string, len(presets))
+	for i, p := range presets {
+		out[i] = p.name
 	}
-	sort.Strings(out)
 	return out
 }
 
@@ -31,7 +33,11 @@ func PresetNames() []string {
 func ExpandPresets(names, allow []string) []string {
 	out := append([]string{}, allow...)
 	for _, n := range names {
-		out = append(out, presets[n]...)
+		for _, p := range presets {
+			if p.name == n {
+				out = append(out, p.hosts...)
+			}
+		}
 	}
 	return out
 }
