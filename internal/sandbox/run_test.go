@@ -172,11 +172,15 @@ func TestLandlockReadOnlyDir(t *testing.T) {
 	f := newFixture(t, "ws")
 	mustWrite(t, filepath.Join(f.ws, "rw", "a"), "a")
 	exe, _ := os.Executable()
-	spec := f.probeSpec(t, "write:"+f.ws+"/rw/b", "write:"+f.ws+"/ro/b", "read:"+f.ws+"/ro/keep.txt", "write:/run/x")
+	mustWrite(t, filepath.Join(f.ws, "ro", "open.txt"), "open")
+	spec := f.probeSpec(t, "write:"+f.ws+"/rw/b", "write:"+f.ws+"/ro/b", "read:"+f.ws+"/ro/keep.txt", "write:/run/x",
+		"write:"+f.ws+"/ro/open.txt", "write:"+f.ws+"/ro/keep.txt")
 	spec.Landlock = &sandbox.LandlockSpec{
-		Required:  true,
-		ReadOnly:  []string{"/usr", "/etc", "/proc", f.ws, filepath.Dir(exe)},
-		ReadWrite: []string{f.ws + "/rw", "/dev"}, // not /tmp: the workspace is under it
+		Required: true,
+		ReadOnly: []string{"/usr", "/etc", "/proc", f.ws, filepath.Dir(exe), "/no/such/path"},
+		// not /tmp: the workspace is under it. A file gets the file
+		// rights of its rule (a directory's would be refused).
+		ReadWrite: []string{f.ws + "/rw", "/dev", f.ws + "/ro/open.txt"},
 		Exec:      []string{"/usr", filepath.Dir(exe)},
 	}
 	res := probes(t, spec)
@@ -184,6 +188,8 @@ func TestLandlockReadOnlyDir(t *testing.T) {
 	expect(t, res, "write:"+f.ws+"/ro/b", "err EACCES")
 	expect(t, res, "read:"+f.ws+"/ro/keep.txt", "ok keep")
 	expect(t, res, "write:/run/x", "err EACCES")
+	expect(t, res, "write:"+f.ws+"/ro/open.txt", "ok")
+	expect(t, res, "write:"+f.ws+"/ro/keep.txt", "err EACCES")
 }
 
 // TestTTY drives Run the way a person at a terminal does: the window size

@@ -29,7 +29,8 @@
 //
 // The init runs on one locked OS thread: credentials and most prctl
 // settings are per thread, and the agent is forked from that thread.
-// Seccomp (TSYNC) and Landlock cover every thread of the init.
+// Seccomp (TSYNC) covers every thread of the init; Landlock the locked
+// thread, from which the agent is forked (harden.go says why).
 package inside
 
 import (
@@ -199,10 +200,9 @@ type ready struct {
 //   - the agent's pty, from the pod's own devpts (after pivot_root); the
 //     master goes to h, for the ok record.
 //
-// Landlock stays after go with the rest of the hardening: applied here it
-// gained nothing, and its all-thread calls (a stop-the-world and a signal
-// per thread, no TSYNC before Landlock ABI 8) took 0.7 ms instead of 0.4
-// while the supervisor's hooks kept both CPUs busy.
+// Landlock stays after go with the rest of the hardening: the init stays
+// an ordinary process while the hooks run, and applied here it gained
+// nothing.
 func beforeGo(spec *sandbox.InitSpec, h *handoff) (*ready, error) {
 	if err := joinCgroup(spec.Cgroup); err != nil {
 		return nil, err
