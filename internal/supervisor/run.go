@@ -78,6 +78,7 @@ func Run(o Options) (int, error) {
 	// init, and the cgroup, whose directories take a while to make.
 	r.startWall()
 	r.startCgroup()
+	r.startSeccomp()
 	defer r.dropCgroup() // a no-op once buildCgroup took the group
 	return r.run()
 }
@@ -90,9 +91,11 @@ type runner struct {
 	early *sandbox.Pending // the init, spawned ahead of its spec
 	// earlyWall delivers the network wall startWall builds for early.
 	earlyWall chan wallResult
-	hooks     []func(pid int) error
-	after     []func()
-	group     cgroup.Group
+	// seccompDone delivers the filter startSeccomp compiles.
+	seccompDone chan seccompResult
+	hooks       []func(pid int) error
+	after       []func()
+	group       cgroup.Group
 	// newGroup delivers the group startCgroup is making, until
 	// buildCgroup takes it.
 	newGroup chan groupResult
@@ -314,7 +317,9 @@ func (r *runner) buildSpec() error {
 		return err
 	}
 	r.spec.Mounts = mounts
-	for _, build := range []func(*sandbox.ViewConfig) error{r.buildSeccomp, r.buildLandlock, r.buildCgroup, r.buildNetwork, r.buildVault} {
+	// The cgroup last: its directories are made in the background since
+	// Run began, and each step before it is time they have.
+	for _, build := range []func(*sandbox.ViewConfig) error{r.buildSeccomp, r.buildLandlock, r.buildNetwork, r.buildVault, r.buildCgroup} {
 		if err := build(&view); err != nil {
 			return err
 		}

@@ -1,6 +1,7 @@
 package supervisor
 
 import (
+	"bytes"
 	"fmt"
 	"net/netip"
 	"os"
@@ -19,7 +20,19 @@ import (
 	"github.com/airlock-dev/airlock/internal/seccomp"
 )
 
-func (r *runner) buildSeccomp(*sandbox.ViewConfig) error {
+// seccompResult is the compiled filter startSeccomp delivers.
+type seccompResult struct {
+	prog   []unix.SockFilter
+	status string
+	notify bool // the program has notify rules: serve its listener
+	err    error
+}
+
+// startSeccomp loads and compiles the pod's seccomp profile in the
+// background (0.2-0.5 ms, all CPU, on the way to the init's spec);
+// buildSeccomp takes the result. It touches nothing of the runner but
+// what it reads.
+func (r *runner) startSeccomp() {
 	profile := r.cfg.Security.Seccomp
 	if strings.HasPrefix(profile, "~/") {
 		// Validation accepts ~/policy.yaml; the file is the user's, not the pod's.
@@ -29,29 +42,43 @@ func (r *runner) buildSeccomp(*sandbox.ViewConfig) error {
 		}
 		profile = expandPath(profile, home, r.o.Pod.State.Workspace)
 	}
+	name := r.cfg.Security.Seccomp
+	ch := make(chan seccompResult, 1)
+	r.seccompDone = ch
+	go func() { ch <- compileSeccomp(profile, name) }()
+}
+
+func compileSeccomp(profile, name string) seccompResult {
 	pol, err := seccomp.Profile(profile)
 	if err != nil {
-		return r.wallFailed(WallSeccomp, err)
+		return seccompResult{err: err}
 	}
-	status := "up (" + r.cfg.Security.Seccomp + ")"
-	var prog []unix.SockFilter
+	res := seccompResult{status: "up (" + name + ")"}
 	switch {
 	case !builtinProfile(profile) || !pol.Watches():
 		// A policy file's notify rules take their fallbacks: the
 		// notify server knows only the built-in profiles' rules.
-		prog, err = seccomp.Compile(pol)
+		res.prog, res.err = seccomp.Compile(pol)
 	case !seccomp.NotifySupported():
-		prog, err = seccomp.Compile(pol)
-		status = "up (" + r.cfg.Security.Seccomp + "; raw and packet sockets and abstract-socket connects fail unaudited: this kernel has no seccomp user notification with TSYNC, Linux 5.7)"
+		res.prog, res.err = seccomp.Compile(pol)
+		res.status = "up (" + name + "; raw and packet sockets and abstract-socket connects fail unaudited: this kernel has no seccomp user notification with TSYNC, Linux 5.7)"
 	default:
-		prog, err = seccomp.CompileNotify(pol)
+		res.prog, res.err = seccomp.CompileNotify(pol)
+		res.notify = true
+	}
+	return res
+}
+
+func (r *runner) buildSeccomp(*sandbox.ViewConfig) error {
+	res := <-r.seccompDone
+	if res.err != nil {
+		return r.wallFailed(WallSeccomp, res.err)
+	}
+	if res.notify {
 		r.spec.SeccompListener = r.serveSeccomp
 	}
-	if err != nil {
-		return r.wallFailed(WallSeccomp, err)
-	}
-	r.spec.Seccomp = prog
-	r.walls[WallSeccomp] = status
+	r.spec.Seccomp = res.prog
+	r.walls[WallSeccomp] = res.status
 	return nil
 }
 
@@ -316,7 +343,7 @@ func (r *runner) buildNetwork(v *sandbox.ViewConfig) error {
 		pubs = append(pubs, publication{host, podPort})
 	}
 	resolv := filepath.Join(r.o.Pod.RunDir(), "resolv.conf")
-	if err := os.WriteFile(resolv, netwall.ResolvConf(), 0o644); err != nil {
+	if err := writeIfChanged(resolv, netwall.ResolvConf()); err != nil {
 		return fmt.Errorf("writing the pod's resolv.conf: %w", err)
 	}
 	r.spec.Mounts = append(r.spec.Mounts, sandbox.Mount{Kind: "bind", Source: resolv, Target: "/etc/resolv.conf", ReadOnly: true, Reason: "the pod's resolver"})
@@ -379,6 +406,21 @@ func (r *runner) startWall() {
 			_ = res.w.Close()
 		}
 	})
+}
+
+// writeIfChanged makes path (mode 0644) hold data, writing only when it
+// does not already: rewriting a file in place makes ext4 write it out at
+// close (auto_da_alloc), 0.3-0.5 ms on every run's way to its spec.
+func writeIfChanged(path string, data []byte) error {
+	if old, err := os.ReadFile(path); err == nil && bytes.Equal(old, data) {
+		if fi, err := os.Lstat(path); err == nil && fi.Mode() == 0o644 {
+			return nil
+		}
+	}
+	if err := os.WriteFile(path, data, 0o644); err != nil {
+		return err
+	}
+	return os.Chmod(path, 0o644) // WriteFile keeps an existing file's mode
 }
 
 type wallResult struct {
