@@ -287,7 +287,7 @@ p host-port direct %[2]s 80 allowed.test:80
 			t.Errorf("%s: CONNECT should be answered 403, got %q", l, got[l])
 		}
 	}
-	if k := n.strayCount(); k != 0 {
+	if k := n.Strays(); k != 0 {
 		t.Errorf("SECURITY: %d connections reached port 9999 of the test internet", k)
 	}
 	// A v4-mapped destination on an IPv6 socket is IPv4 on the wire and
@@ -341,12 +341,12 @@ p udp-other udp %[1]s 9999
 		t.Errorf("udp-other: want EPERM from the drop rule, got %q", got["udp-other"])
 	}
 	time.Sleep(100 * time.Millisecond) // let any stray datagram land
-	for _, q := range n.queries() {
+	for _, q := range n.Queries() {
 		if strings.Contains(q, "secretdata") {
 			t.Errorf("SECURITY: the authoritative server was asked %q", q)
 		}
 	}
-	if k := n.strayCount(); k != 0 {
+	if k := n.Strays(); k != 0 {
 		t.Errorf("SECURITY: %d datagrams reached port 9999 of the test internet", k)
 	}
 	evs := e.audit(np)
@@ -668,12 +668,12 @@ echo links $(tail -n +3 /proc/net/dev | cut -d: -f1)
 	if got["loopback"] != "ok" {
 		t.Errorf("loopback in mode none: %q", got["loopback"])
 	}
-	for _, q := range n.queries() {
+	for _, q := range n.Queries() {
 		if strings.Contains(q, "secretdata") {
 			t.Errorf("SECURITY: the authoritative server was asked %q", q)
 		}
 	}
-	if k := n.strayCount(); k != 0 {
+	if k := n.Strays(); k != 0 {
 		t.Errorf("SECURITY: %d packets reached the test internet in mode none", k)
 	}
 	if st := e.must("status", np, "--json").stdout; !strings.Contains(st, `"up (none)"`) {
@@ -747,7 +747,7 @@ p own-resolver udp %[1]s 5353
 		t.Errorf("SECURITY rawloop: %q", got["rawloop"])
 	}
 	time.Sleep(300 * time.Millisecond) // let any stray packet land
-	if k := n.strayCount(); k != 0 {
+	if k := n.Strays(); k != 0 {
 		t.Errorf("SECURITY: %d packets reached the test internet", k)
 	}
 	// Seccomp refuses raw, packet and ping sockets before a packet exists,
@@ -889,7 +889,7 @@ func TestNetDNSModes(t *testing.T) {
 			}
 			wantCurlFail(t, got, "literal")
 			wantCurlFail(t, got, "rebind")
-			seen := n.queries()
+			seen := n.Queries()
 			for _, name := range tc.forwarded {
 				if !contains(seen, name+".") {
 					t.Errorf("the authoritative server was not asked %s: %v", name, seen)
@@ -940,7 +940,7 @@ p openai dnsq 127.0.0.1 udp api.openai.com
 			t.Errorf("%s: want NXDOMAIN (the test upstream knows no real name), got %q", l, got[l])
 		}
 	}
-	seen := strings.Join(n.queries(), " ")
+	seen := strings.Join(n.Queries(), " ")
 	for _, name := range []string{"api.anthropic.com.", "registry.npmjs.org."} {
 		if !strings.Contains(seen, name) {
 			t.Errorf("preset name %s was not forwarded: %s", name, seen)

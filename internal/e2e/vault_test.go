@@ -64,7 +64,7 @@ func newVaultServer(t *testing.T, e *env) *vaultServer {
 	if err := os.WriteFile(s.trust, append(sys, rootPEM...), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	l, _, err := s.n.listen("tcp4", net.JoinHostPort(s.n.web.String(), "8443"))
+	l, _, err := s.n.Listen("tcp4", net.JoinHostPort(s.n.web.String(), "8443"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -31,7 +31,7 @@ func BenchmarkWall(b *testing.B) {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { w.Close() })
-	tlsConf := &tls.Config{ServerName: "allowed.test", RootCAs: inet.pool}
+	tlsConf := &tls.Config{ServerName: "allowed.test", RootCAs: inet.Cert.Pool}
 	paths := func(port string) []benchPath {
 		return []benchPath{
 			{"direct", func() (net.Conn, error) { return net.Dial("tcp", "198.18.0.2:"+port) }},

@@ -2,16 +2,11 @@ package netwall
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"errors"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"net/http"
 	"net/netip"
@@ -25,9 +20,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/airlock-dev/airlock/internal/testutil/netlab"
 	"github.com/miekg/dns"
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
 
@@ -99,174 +94,26 @@ var zone = map[string][]string{
 	"mapped.allowed.test.": {"AAAA ::ffff:169.254.169.254"},
 }
 
-type internet struct {
-	thread   *nsThread
-	nsFD     int
-	hostLink string
-	pool     *x509.CertPool
-	closers  []func()
+// certNames are the names of the test internet's certificate.
+var certNames = []string{"allowed.test", "*.allowed.test", "evil.test"}
 
-	mu   sync.Mutex
-	seen []string // every DNS question name the authoritative server received
-}
-
-func (n *internet) queries() []string {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	return append([]string(nil), n.seen...)
-}
+// internet is the test internet (package netlab) in the tests' own host
+// namespace: HTTP :80, HTTPS :443 and DNS :53 on 198.18.0.2.
+type internet = netlab.Net
 
 // newInternet builds the test internet and registers its teardown.
 func newInternet(t testing.TB) *internet {
 	t.Helper()
-	n := &internet{}
-	var err error
-	n.thread, err = startThreadIn(func() error {
-		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
-			return err
-		}
-		n.nsFD, err = unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
-		return err
+	return netlab.New(t, netlab.Config{
+		Link:      fmt.Sprintf("nwt%d", os.Getpid()%100000),
+		Host:      []netip.Prefix{netip.PrefixFrom(hostSide, 30)},
+		Inet:      []netip.Prefix{netip.PrefixFrom(inetAddr, 30)},
+		Web:       []netlab.Site{{Addr: inetAddr, Handler: http.HandlerFunc(webHandler)}},
+		DNS:       inetAddr,
+		Zone:      func(name string) []string { return zone[name] },
+		TTL:       300,
+		CertNames: certNames,
 	})
-	if err != nil {
-		t.Fatalf("creating the test internet namespace: %v", err)
-	}
-	t.Cleanup(n.close)
-	n.hostLink = fmt.Sprintf("nwt%d", os.Getpid()%100000)
-	if err := n.wire(); err != nil {
-		t.Fatal(err)
-	}
-	if err := n.serve(); err != nil {
-		t.Fatal(err)
-	}
-	return n
-}
-
-func (n *internet) wire() error {
-	peer := n.hostLink + "p"
-	veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: n.hostLink}, PeerName: peer,
-		PeerNamespace: netlink.NsFd(n.nsFD)}
-	if err := netlink.LinkAdd(veth); err != nil {
-		return fmt.Errorf("adding veth: %w", err)
-	}
-	host, err := netlink.LinkByName(n.hostLink)
-	if err != nil {
-		return err
-	}
-	if err := netlink.AddrAdd(host, mustAddr(hostSide, 30)); err != nil {
-		return err
-	}
-	if err := netlink.LinkSetUp(host); err != nil {
-		return err
-	}
-	h, err := netlink.NewHandleAt(netns.NsHandle(n.nsFD))
-	if err != nil {
-		return err
-	}
-	defer h.Close()
-	for _, name := range []string{"lo", peer} {
-		l, err := h.LinkByName(name)
-		if err != nil {
-			return err
-		}
-		if name == peer {
-			if err := h.AddrAdd(l, mustAddr(inetAddr, 30)); err != nil {
-				return err
-			}
-		}
-		if err := h.LinkSetUp(l); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-func mustAddr(a netip.Addr, bits int) *netlink.Addr {
-	return &netlink.Addr{IPNet: &net.IPNet{IP: a.AsSlice(), Mask: net.CIDRMask(bits, 32)}}
-}
-
-func (n *internet) listen(network, addr string) (net.Listener, net.PacketConn, error) {
-	var l net.Listener
-	var pc net.PacketConn
-	err := n.thread.run(func() (err error) {
-		if strings.HasPrefix(network, "udp") {
-			pc, err = net.ListenPacket(network, addr)
-		} else {
-			l, err = net.Listen(network, addr)
-		}
-		return err
-	})
-	if l != nil {
-		n.closers = append(n.closers, func() { l.Close() })
-	}
-	if pc != nil {
-		n.closers = append(n.closers, func() { pc.Close() })
-	}
-	return l, pc, err
-}
-
-// serve starts HTTP :80, HTTPS :443 and DNS :53 on 198.18.0.2.
-func (n *internet) serve() error {
-	cert, pool, err := selfSigned()
-	if err != nil {
-		return err
-	}
-	n.pool = pool
-	mux := http.HandlerFunc(webHandler)
-	for _, port := range []int{80, 443} {
-		l, _, err := n.listen("tcp4", net.JoinHostPort(inetAddr.String(), strconv.Itoa(port)))
-		if err != nil {
-			return err
-		}
-		srv := &http.Server{Handler: mux}
-		if port == 443 {
-			srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}}
-			l = tls.NewListener(l, srv.TLSConfig)
-		}
-		go func() { _ = srv.Serve(l) }()
-		n.closers = append(n.closers, func() { srv.Close() })
-	}
-	return n.serveDNS()
-}
-
-func (n *internet) serveDNS() error {
-	h := dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {
-		m := new(dns.Msg).SetReply(r)
-		m.Authoritative = true
-		for _, q := range r.Question {
-			n.mu.Lock()
-			n.seen = append(n.seen, strings.ToLower(q.Name))
-			n.mu.Unlock()
-			recs, ok := zone[strings.ToLower(q.Name)]
-			if !ok {
-				m.Rcode = dns.RcodeNameError
-			}
-			for _, rec := range recs {
-				rr, _ := dns.NewRR(q.Name + " 300 IN " + rec)
-				if rr.Header().Rrtype == q.Qtype {
-					m.Answer = append(m.Answer, rr)
-				}
-			}
-		}
-		_ = w.WriteMsg(m)
-	})
-	addr := net.JoinHostPort(inetAddr.String(), "53")
-	_, pc, err := n.listen("udp4", addr)
-	if err != nil {
-		return err
-	}
-	l, _, err := n.listen("tcp4", addr)
-	if err != nil {
-		return err
-	}
-	for _, s := range []*dns.Server{{PacketConn: pc, Handler: h}, {Listener: l, Handler: h}} {
-		started := make(chan struct{})
-		s.NotifyStartedFunc = func() { close(started) }
-		go func() { _ = s.ActivateAndServe() }()
-		<-started
-		n.closers = append(n.closers, func() { _ = s.Shutdown() })
-	}
-	return nil
 }
 
 // webHandler answers "/" with the Host it was asked for and "/big?n=N"
@@ -286,43 +133,6 @@ func webHandler(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	fmt.Fprintf(w, "hello %s", r.Host)
-}
-
-func (n *internet) close() {
-	for i := len(n.closers) - 1; i >= 0; i-- {
-		n.closers[i]()
-	}
-	if l, err := netlink.LinkByName(n.hostLink); err == nil {
-		_ = netlink.LinkDel(l)
-	}
-	if n.thread != nil {
-		n.thread.stop()
-	}
-	if n.nsFD > 0 {
-		unix.Close(n.nsFD)
-	}
-}
-
-func selfSigned() (tls.Certificate, *x509.CertPool, error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return tls.Certificate{}, nil, err
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "airlock test internet"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		DNSNames: []string{"allowed.test", "*.allowed.test", "evil.test"},
-		IsCA:     true, BasicConstraintsValid: true,
-		KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		return tls.Certificate{}, nil, err
-	}
-	c, _ := x509.ParseCertificate(der)
-	pool := x509.NewCertPool()
-	pool.AddCert(c)
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, pool, nil
 }
 
 // testPod is the pod stand-in: a child in a fresh network namespace, and a

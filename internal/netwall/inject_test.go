@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/airlock-dev/airlock/internal/testutil"
+	"github.com/airlock-dev/airlock/internal/testutil/netlab"
 )
 
 const (
@@ -85,11 +86,12 @@ type injEnv struct {
 func newInjEnv(t testing.TB, trustUpstream bool) *injEnv {
 	testutil.RequireRoot(t)
 	e := &injEnv{inet: newInternet(t), pod: startPod(t), log: &auditLog{}, rec: &recorder{}}
-	cert, upPool, err := selfSigned()
+	up, err := netlab.SelfSigned(certNames...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	l, _, err := e.inet.listen("tcp4", "198.18.0.2:8443")
+	cert, upPool := up.TLS, up.Pool
+	l, _, err := e.inet.Listen("tcp4", "198.18.0.2:8443")
 	if err != nil {
 		t.Fatal(err)
 	}

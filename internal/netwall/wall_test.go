@@ -61,8 +61,7 @@ func TestWall(t *testing.T) {
 		t.Errorf("Close: %v", err)
 	}
 	pod.stop()
-	inet.close()
-	inet.closers, inet.thread, inet.nsFD = nil, nil, 0
+	inet.Close() // the cleanup's second Close does nothing
 	if after := hostLinks(t); after != linksBefore {
 		t.Errorf("host links changed: before %s, after %s", linksBefore, after)
 	}
@@ -82,7 +81,7 @@ func get(t *testing.T, c *http.Client, url string) (int, string, error) {
 func testAllowed(t *testing.T, inet *internet, pod *testPod) {
 	for _, proxy := range []bool{true, false} {
 		for _, url := range []string{"http://allowed.test/", "https://www.allowed.test/"} {
-			code, body, err := get(t, pod.client(inet.pool, proxy), url)
+			code, body, err := get(t, pod.client(inet.Cert.Pool, proxy), url)
 			host := strings.TrimSuffix(strings.SplitN(url, "//", 2)[1], "/")
 			if err != nil || code != 200 || body != "hello "+host {
 				t.Errorf("proxy=%v GET %s = %d %q %v; want 200 %q", proxy, url, code, body, err, "hello "+host)
@@ -94,14 +93,14 @@ func testAllowed(t *testing.T, inet *internet, pod *testPod) {
 func testIPLiterals(t *testing.T, inet *internet, pod *testPod, log *auditLog) {
 	// Ignoring the proxy variables and going straight to the address.
 	for _, url := range []string{"http://198.18.0.2/", "https://198.18.0.2/"} {
-		if code, _, err := get(t, pod.client(inet.pool, false), url); err == nil {
+		if code, _, err := get(t, pod.client(inet.Cert.Pool, false), url); err == nil {
 			t.Errorf("direct GET %s succeeded with %d", url, code)
 		}
 	}
 	if _, ok := log.find("leak", "deny", "198.18.0.2"); !ok {
 		t.Errorf("direct IP-literal connection was not audited as a denied leak")
 	}
-	code, _, err := get(t, pod.client(inet.pool, true), "http://198.18.0.2/")
+	code, _, err := get(t, pod.client(inet.Cert.Pool, true), "http://198.18.0.2/")
 	if err != nil || code != http.StatusForbidden {
 		t.Errorf("GET http://198.18.0.2/ via proxy = %d %v; want 403", code, err)
 	}
@@ -148,7 +147,7 @@ func testConnectTricks(t *testing.T, pod *testPod, log *auditLog) {
 func testRebinding(t *testing.T, inet *internet, pod *testPod, log *auditLog) {
 	for _, name := range []string{"loop", "ten", "meta", "six", "mapped"} {
 		url := "http://" + name + ".allowed.test/"
-		code, _, err := get(t, pod.client(inet.pool, true), url)
+		code, _, err := get(t, pod.client(inet.Cert.Pool, true), url)
 		if err != nil || code != http.StatusForbidden {
 			t.Errorf("GET %s via proxy = %d %v; want 403", url, code, err)
 		}
@@ -178,10 +177,10 @@ func testDNSExfiltration(t *testing.T, inet *internet, pod *testPod, log *auditL
 			t.Errorf("%s query to %s for a denied name = %v, %v; want NXDOMAIN from the wall", q.network, q.server, m, err)
 		}
 	}
-	if code, _, _ := get(t, pod.client(inet.pool, true), "http://"+secret+"/"); code != http.StatusForbidden {
+	if code, _, _ := get(t, pod.client(inet.Cert.Pool, true), "http://"+secret+"/"); code != http.StatusForbidden {
 		t.Errorf("proxy request for a denied name = %d; want 403", code)
 	}
-	for _, name := range inet.queries() {
+	for _, name := range inet.Queries() {
 		if strings.Contains(name, "evil") || strings.Contains(name, "exfil") {
 			t.Errorf("authoritative server received %q: a denied name leaked upstream", name)
 		}
@@ -240,7 +239,7 @@ func testOtherProtocols(t *testing.T, pod *testPod, log *auditLog) {
 }
 
 func testSNIMismatch(t *testing.T, inet *internet, pod *testPod, log *auditLog) {
-	cfg := func(sni string) *tls.Config { return &tls.Config{ServerName: sni, RootCAs: inet.pool} }
+	cfg := func(sni string) *tls.Config { return &tls.Config{ServerName: sni, RootCAs: inet.Cert.Pool} }
 	// CONNECT to an allowed host, then TLS for another one (domain fronting).
 	code, c, _ := connectStatus(t, pod, "allowed.test:443")
 	if code != 200 {
@@ -314,11 +313,11 @@ func testLivePolicy(t *testing.T, inet *internet, pod *testPod, w *Wall) {
 			p.Allow = append(p.Allow, "evil.test")
 		}
 		w.SetPolicy(p)
-		code, _, _ := get(t, pod.client(inet.pool, true), "http://evil.test/")
+		code, _, _ := get(t, pod.client(inet.Cert.Pool, true), "http://evil.test/")
 		if code != step.want {
 			t.Errorf("allow evil.test=%v: GET via proxy = %d; want %d", step.allowEvil, code, step.want)
 		}
-		_, _, err := get(t, pod.client(inet.pool, false), "https://evil.test/")
+		_, _, err := get(t, pod.client(inet.Cert.Pool, false), "https://evil.test/")
 		if (err == nil) != step.allowEvil {
 			t.Errorf("allow evil.test=%v: direct GET err = %v", step.allowEvil, err)
 		}
@@ -331,7 +330,7 @@ func testLivePolicy(t *testing.T, inet *internet, pod *testPod, w *Wall) {
 func testDNSCache(t *testing.T, inet *internet, pod *testPod) {
 	count := func() int {
 		n := 0
-		for _, q := range inet.queries() {
+		for _, q := range inet.Queries() {
 			if q == "www.allowed.test." {
 				n++
 			}
