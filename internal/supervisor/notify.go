@@ -47,12 +47,15 @@ type notifyServer struct {
 
 // serveNotify starts serving the listener; stop closes it (the pod's
 // waiting calls, if any are left, then fail with ENOSYS), waits for the
-// server and writes the audit records still counted.
-func serveNotify(f *os.File, audit AuditFunc) (stop func(), err error) {
+// server and writes the audit records still counted. flush writes what
+// is counted so far, and returns once it is written: the supervisor
+// calls it before run.exit, so that the counts of what the pod tried
+// while it ran come before that record.
+func serveNotify(f *os.File, audit AuditFunc) (stop, flush func(), err error) {
 	l, err := seccomp.NewListener(f)
 	if err != nil {
 		f.Close()
-		return nil, err
+		return nil, nil, err
 	}
 	s := &notifyServer{l: l, audit: newCoalescer(audit, coalescePeriod), readMem: readProcMem}
 	done := make(chan struct{})
@@ -64,7 +67,7 @@ func serveNotify(f *os.File, audit AuditFunc) (stop func(), err error) {
 		_ = l.Close()
 		<-done
 		s.audit.close()
-	}, nil
+	}, s.audit.flush, nil
 }
 
 func (s *notifyServer) serve() {
@@ -362,6 +365,8 @@ func (c *coalescer) write(a attempt, n int) {
 	}
 	c.audit(a.action, d, a.outcome)
 }
+
+func (c *coalescer) flush() { c.log.Flush() }
 
 // close stops the ticker and writes what is still counted.
 func (c *coalescer) close() { c.log.Close() }
