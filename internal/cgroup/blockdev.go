@@ -9,6 +9,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/airlock-dev/airlock/internal/errdefs"
+	"github.com/airlock-dev/airlock/internal/statedir"
 )
 
 // ioDevice returns "MAJ:MIN" of the whole disk holding path (or its nearest
@@ -17,7 +18,7 @@ import (
 // be throttled, and the error says so.
 func ioDevice(path string) (string, error) {
 	if path == "" {
-		path = stateDir()
+		path = statedir.Default()
 	}
 	p := filepath.Clean(path)
 	var st unix.Stat_t

@@ -46,7 +46,7 @@ type Limits struct {
 	ReadBPS, WriteBPS int64
 	// IOPath names a file or directory whose block device ReadBPS and
 	// WriteBPS apply to; "" means the airlock state directory
-	// ($AIRLOCK_HOME, else /var/lib/airlock), where the pod's layer lives.
+	// (statedir.Default), where the pod's layer lives.
 	IOPath string `json:"-"`
 }
 
@@ -185,19 +185,4 @@ func notExist(name, dir string, err error) error {
 		return errdefs.NotFound("cgroup of pod %s not found at %s: is the pod running?", name, dir)
 	}
 	return fmt.Errorf("opening cgroup %s: %w", dir, err)
-}
-
-// stateDir is the default directory whose block device gets the I/O limits.
-func stateDir() string {
-	if h := os.Getenv("AIRLOCK_HOME"); h != "" {
-		return h
-	}
-	if os.Geteuid() == 0 {
-		return "/var/lib/airlock"
-	}
-	if x := os.Getenv("XDG_DATA_HOME"); x != "" {
-		return filepath.Join(x, "airlock")
-	}
-	home, _ := os.UserHomeDir()
-	return filepath.Join(home, ".local", "share", "airlock")
 }

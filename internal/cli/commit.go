@@ -68,18 +68,12 @@ func commitPod(w io.Writer, p *pod.Pod, paths []string, f commitFlags) error {
 			return err
 		}
 	}
-	if err := refuseRunning(p, "commit"); err != nil {
-		return err
-	}
-	unlock, err := p.Lock()
+	unlock, err := lockStopped(p, "commit")
 	if err != nil {
 		return err
 	}
 	defer unlock()
 	if _, err = layer.Recover(p.JournalDir()); err != nil {
-		return err
-	}
-	if err := refuseRunning(p, "commit"); err != nil {
 		return err
 	}
 	all, err := layer.Diff(p.Roots(), layer.DiffOptions{})

@@ -79,6 +79,20 @@ func openPod(s *pod.Store, name string) (*pod.Pod, error) {
 	return p, recoverPod(p)
 }
 
+// openPodArgs opens the store, takes the pod from args (splitPod) and
+// recovers it (recoverPod); it returns the arguments left.
+func openPodArgs(args []string) (*pod.Pod, []string, error) {
+	s, err := openStore()
+	if err != nil {
+		return nil, nil, err
+	}
+	p, rest, err := splitPod(s, args)
+	if err != nil {
+		return nil, nil, err
+	}
+	return p, rest, recoverPod(p)
+}
+
 func recoverPod(p *pod.Pod) error {
 	unlock, err := p.Lock()
 	if err != nil {
@@ -200,6 +214,23 @@ func refuseRunning(p *pod.Pod, verb string) error {
 		return err
 	}
 	return nil
+}
+
+// lockStopped takes the pod's lock for verb, which needs the pod
+// stopped: it refuses a running pod before it waits for the lock, and
+// again once it holds it (a run may have started meanwhile).
+func lockStopped(p *pod.Pod, verb string) (unlock func(), err error) {
+	if err := refuseRunning(p, verb); err != nil {
+		return nil, err
+	}
+	if unlock, err = p.Lock(); err != nil {
+		return nil, err
+	}
+	if err := refuseRunning(p, verb); err != nil {
+		unlock()
+		return nil, err
+	}
+	return unlock, nil
 }
 
 // displayPaths lists the escaped display paths of changes.

@@ -28,15 +28,8 @@ current directory's.`,
   airlock diff --stat
   airlock diff mypod src/ -p`,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			s, err := openStore()
+			p, paths, err := openPodArgs(args)
 			if err != nil {
-				return err
-			}
-			p, paths, err := splitPod(s, args)
-			if err != nil {
-				return err
-			}
-			if err := recoverPod(p); err != nil {
 				return err
 			}
 			changes, err := layer.Diff(p.Roots(), layer.DiffOptions{})

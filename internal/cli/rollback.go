@@ -15,28 +15,15 @@ func newRollbackCmd() *cobra.Command {
 		Short: "Discard the pod's changes, all or by path (the host is not touched)",
 		Args:  cobra.ArbitraryArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			s, err := openStore()
+			p, paths, err := openPodArgs(args)
 			if err != nil {
 				return err
 			}
-			p, paths, err := splitPod(s, args)
-			if err != nil {
-				return err
-			}
-			if err := recoverPod(p); err != nil {
-				return err
-			}
-			if err := refuseRunning(p, "rollback"); err != nil {
-				return err
-			}
-			unlock, err := p.Lock()
+			unlock, err := lockStopped(p, "rollback")
 			if err != nil {
 				return err
 			}
 			defer unlock()
-			if err := refuseRunning(p, "rollback"); err != nil {
-				return err
-			}
 			all, err := layer.Diff(p.Roots(), layer.DiffOptions{})
 			if err != nil {
 				return err

@@ -53,17 +53,11 @@ stops the undo unless --force. --list shows the commits.`,
 			}
 			// Undo rewrites the overlay's lower (the host) under a running
 			// pod's mounted view, and the pod may hold the paths open.
-			if err := refuseRunning(p, "undo"); err != nil {
-				return err
-			}
-			unlock, err := p.Lock()
+			unlock, err := lockStopped(p, "undo")
 			if err != nil {
 				return err
 			}
 			defer unlock()
-			if err := refuseRunning(p, "undo"); err != nil {
-				return err
-			}
 			_ = p.Roots() // a disk-capped pod's layer must be open: undo gives changes back to it
 			info, err := layer.Undo(p.JournalDir(), firstArg(rest), force)
 			if err != nil {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/airlock-dev/airlock/internal/cgroup"
 	"github.com/airlock-dev/airlock/internal/seccomp"
+	"github.com/airlock-dev/airlock/internal/statedir"
 )
 
 // Checks lists every check, in the order doctor prints them.
@@ -179,7 +180,7 @@ func checkOverlay() Result {
 	}
 	dir, cleanup, err := overlayDirs(0, 0)
 	if err != nil {
-		return missing("make the state directory writable", "cannot prepare a test mount near %s: %v", stateDir(), err)
+		return missing("make the state directory writable", "cannot prepare a test mount near %s: %v", statedir.Default(), err)
 	}
 	defer cleanup()
 	if err := probe("overlay", &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNS}, probeDirEnv+"="+dir); err != nil {
@@ -187,9 +188,9 @@ func checkOverlay() Result {
 		if !listed {
 			return missing(fix, "overlay is not in /proc/filesystems and a test mount failed: %v", err)
 		}
-		return missing(fix, "a test mount with its upper layer in %s failed: %v", existingParent(stateDir()), err)
+		return missing(fix, "a test mount with its upper layer in %s failed: %v", existingParent(statedir.Default()), err)
 	}
-	return ok("a test overlay mount with its upper layer in %s works", existingParent(stateDir()))
+	return ok("a test overlay mount with its upper layer in %s works", existingParent(statedir.Default()))
 }
 
 func checkOverlayUserNS() Result { return overlayUserNS(Warn) }

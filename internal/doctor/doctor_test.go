@@ -10,6 +10,7 @@ import (
 	"github.com/google/nftables"
 
 	"github.com/airlock-dev/airlock/internal/cgroup"
+	"github.com/airlock-dev/airlock/internal/statedir"
 	"github.com/airlock-dev/airlock/internal/testutil"
 )
 
@@ -53,7 +54,7 @@ func TestProbesLeaveNothing(t *testing.T) {
 	if strings.Contains(string(mi), ".airlock-doctor-") || strings.Contains(string(mi), "overlay overlay") && strings.Contains(string(mi), "airlock-doctor") {
 		t.Errorf("a probe mount is visible on the host:\n%s", mi)
 	}
-	left, _ := filepath.Glob(filepath.Join(existingParent(stateDir()), ".airlock-doctor-*"))
+	left, _ := filepath.Glob(filepath.Join(existingParent(statedir.Default()), ".airlock-doctor-*"))
 	if len(left) > 0 {
 		t.Errorf("probe directories left behind: %v", left)
 	}

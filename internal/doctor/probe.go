@@ -13,6 +13,8 @@ import (
 
 	"github.com/google/nftables"
 	"golang.org/x/sys/unix"
+
+	"github.com/airlock-dev/airlock/internal/statedir"
 )
 
 // Some checks must run in a process created inside fresh namespaces (a Go
@@ -169,7 +171,7 @@ func unprivilegedIDs() (int, int) {
 // on the file system of the state directory (of the temporary directory
 // when root probes for another user), owned by uid/gid.
 func overlayDirs(uid, gid int) (string, func(), error) {
-	base := existingParent(stateDir())
+	base := existingParent(statedir.Default())
 	if os.Geteuid() == 0 && uid != 0 {
 		// Root probing for an ordinary user: the state directory is
 		// private (0700), which that user cannot even enter.
@@ -194,22 +196,6 @@ func overlayDirs(uid, gid int) (string, func(), error) {
 		}
 	}
 	return dir, cleanup, nil
-}
-
-// stateDir is where pods' layers live (mirrors the pod package's rule,
-// which this low-level package must not import).
-func stateDir() string {
-	if h := os.Getenv("AIRLOCK_HOME"); h != "" {
-		return h
-	}
-	if os.Geteuid() == 0 {
-		return "/var/lib/airlock"
-	}
-	if x := os.Getenv("XDG_DATA_HOME"); x != "" {
-		return filepath.Join(x, "airlock")
-	}
-	home, _ := os.UserHomeDir()
-	return filepath.Join(home, ".local", "share", "airlock")
 }
 
 func existingParent(p string) string {

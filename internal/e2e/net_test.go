@@ -781,6 +781,15 @@ p own-resolver udp %[1]s 5353
 	if loop != 200 || records > 20 {
 		t.Errorf("200 raw socket attempts are %d records counting %d", records, loop)
 	}
+	// The counts are written before run.exit: the trail tells the run's
+	// attempts in the order they happened.
+	exited := false
+	for _, ev := range evs {
+		exited = exited || ev.Action == "run.exit"
+		if exited && ev.Action == "net.socket" {
+			t.Errorf("a net.socket record after run.exit: %v", ev.Details)
+		}
+	}
 	e.must("audit", "verify", np)
 	web, web6 := n.web.String(), n.web6.String()
 	for _, want := range [][]string{{"addr:" + web, "port:9999"}, {"addr:" + web, "port:443"}, {"addr:" + web, "port:123"},

@@ -7,11 +7,12 @@ import (
 	"net/netip"
 	"os"
 	"strconv"
-	"sync"
 	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/airlock-dev/airlock/internal/coalesce"
 )
 
 // The drop log puts what the pod's filter chain drops in the audit trail:
@@ -51,17 +52,32 @@ type dropKey struct {
 	dst   netip.AddrPort
 }
 
+// drop is what the drop log counts: the drops to one key, or (lost) the
+// messages the kernel could not queue.
+type drop struct {
+	dropKey
+	lost bool
+}
+
 // dropLog reads one NFLOG group and reports each drop through report.
 type dropLog struct {
 	f      *os.File
 	report func(Event)
+	log    *coalesce.Log[drop, drop]
+	read1  chan struct{} // closed when read returns
+}
 
-	mu     sync.Mutex
-	counts map[dropKey]int // drops since the key's last report
-	fresh  int             // keys reported at once this period
-	lost   int             // packets the kernel could not queue (ENOBUFS)
-	read1  chan struct{}   // closed when read returns
-	done   chan struct{}   // closed by close: summarize flushes and returns
+func newDropLog(f *os.File, report func(Event), every time.Duration) *dropLog {
+	d := &dropLog{f: f, report: report, read1: make(chan struct{})}
+	d.log = coalesce.New(every, coalesce.Limits[drop, drop]{Keys: dropMaxKeys, Fresh: dropMaxFresh, Spill: spillDrop}, d.write)
+	return d
+}
+
+// spillDrop counts a destination past the bounds with the others of its
+// protocol, as "(many)".
+func spillDrop(k, _ drop) (drop, drop) {
+	k.dst = netip.AddrPort{}
+	return k, k
 }
 
 // openDropLog opens and binds the NFLOG socket. It runs on the wall's
@@ -80,11 +96,9 @@ func openDropLog() (int, error) {
 
 // startDropLog starts reading the NFLOG socket fd.
 func (w *Wall) startDropLog(fd int) {
-	d := &dropLog{f: os.NewFile(uintptr(fd), "nflog"), report: w.report, counts: map[dropKey]int{},
-		read1: make(chan struct{}), done: make(chan struct{})}
+	d := newDropLog(os.NewFile(uintptr(fd), "nflog"), w.report, dropSummaryEvery)
 	w.drops = d
 	w.goServe(d.read)
-	w.goServe(d.summarize)
 }
 
 // bindDropGroup binds fd to the group and asks for the packets' first
@@ -186,9 +200,7 @@ func (d *dropLog) read() {
 		case err != nil:
 			return // the deadline: nothing more is queued
 		case rerr == unix.ENOBUFS:
-			d.mu.Lock()
-			d.lost++
-			d.mu.Unlock()
+			d.log.Count(drop{lost: true}, drop{lost: true})
 			continue
 		case rerr != nil:
 			continue
@@ -263,62 +275,18 @@ func parsePacket(p []byte) (dropKey, bool) {
 	return k, true
 }
 
-// saw reports the first drop of a key at once and counts the rest.
-func (d *dropLog) saw(k dropKey) {
-	d.mu.Lock()
-	n, seen := d.counts[k]
-	if !seen && (len(d.counts) >= dropMaxKeys || d.fresh >= dropMaxFresh) {
-		k.dst = netip.AddrPort{} // too many destinations: count them together
-		n, seen = d.counts[k]
-	}
-	if seen {
-		d.counts[k] = n + 1
-		d.mu.Unlock()
+// saw reports the first drop of a key at once and counts the rest; every
+// dropSummaryEvery, the counts since the last report are reported and
+// quiet keys forgotten.
+func (d *dropLog) saw(k dropKey) { d.log.Add(drop{dropKey: k}, drop{dropKey: k}) }
+
+func (d *dropLog) write(k drop, n int) {
+	if k.lost {
+		d.report(Event{Kind: "drop", Details: map[string]any{"lost": n}, Verdict: "deny",
+			Reason: "the kernel dropped log messages of dropped packets: the pod sent faster than they could be read"})
 		return
 	}
-	d.counts[k] = 0
-	d.fresh++
-	d.mu.Unlock()
-	d.report(dropEvent(k, 1))
-}
-
-// summarize reports, every dropSummaryEvery, the drops counted since the
-// last report, and forgets quiet keys.
-func (d *dropLog) summarize() {
-	t := time.NewTicker(dropSummaryEvery)
-	defer t.Stop()
-	for {
-		select {
-		case <-d.done:
-			d.flush()
-			return
-		case <-t.C:
-			d.flush()
-		}
-	}
-}
-
-func (d *dropLog) flush() {
-	d.mu.Lock()
-	d.fresh = 0
-	var evs []Event
-	for k, n := range d.counts {
-		if n > 0 {
-			evs = append(evs, dropEvent(k, n))
-			d.counts[k] = 0
-		} else {
-			delete(d.counts, k) // quiet for a whole period: report the next one at once
-		}
-	}
-	if d.lost > 0 {
-		evs = append(evs, Event{Kind: "drop", Details: map[string]any{"lost": d.lost}, Verdict: "deny",
-			Reason: "the kernel dropped log messages of dropped packets: the pod sent faster than they could be read"})
-		d.lost = 0
-	}
-	d.mu.Unlock()
-	for _, ev := range evs {
-		d.report(ev)
-	}
+	d.report(dropEvent(k.dropKey, max(n, 1))) // the first drop is a count of 1
 }
 
 // close reads what the kernel has queued, stops, and reports what was
@@ -327,7 +295,7 @@ func (d *dropLog) close() {
 	_ = d.f.SetReadDeadline(time.Now())
 	<-d.read1
 	d.f.Close()
-	close(d.done)
+	d.log.Close()
 }
 
 func dropEvent(k dropKey, count int) Event {

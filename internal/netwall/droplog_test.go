@@ -3,6 +3,7 @@ package netwall
 import (
 	"net/netip"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -49,7 +50,8 @@ func protoNum(p byte) string { return map[byte]string{1: "1", 6: "6", 17: "17"}[
 // dropMaxFresh new destinations a period, they are summed as "(many)".
 func TestDropLogAggregates(t *testing.T) {
 	var evs []Event
-	d := &dropLog{report: func(e Event) { evs = append(evs, e) }, counts: map[dropKey]int{}}
+	d := newDropLog(nil, func(e Event) { evs = append(evs, e) }, time.Hour)
+	defer d.log.Close()
 	a := dropKey{unix.IPPROTO_UDP, netip.MustParseAddrPort("198.18.0.2:9999")}
 	for range 50 {
 		d.saw(a)
@@ -57,7 +59,7 @@ func TestDropLogAggregates(t *testing.T) {
 	if len(evs) != 1 || evs[0].Details["count"] != 1 || evs[0].Details["port"] != 9999 || evs[0].Details["proto"] != "udp" {
 		t.Fatalf("first drop: %v", evs)
 	}
-	d.flush()
+	d.log.Flush()
 	if len(evs) != 2 || evs[1].Details["count"] != 49 {
 		t.Fatalf("summary: %v", evs)
 	}
@@ -70,7 +72,7 @@ func TestDropLogAggregates(t *testing.T) {
 	if last := evs[len(evs)-1]; last.Details["addr"] != "(many)" {
 		t.Errorf("past the cap: %v", last)
 	}
-	d.flush()
+	d.log.Flush()
 	if last := evs[len(evs)-1]; last.Details["addr"] != "(many)" || last.Details["count"] != dropMaxFresh-1 {
 		t.Errorf("summary of the many: %v", last)
 	}

@@ -67,18 +67,27 @@ func (w *Wall) decide(p *Policy, host string, port int) ([]netip.Addr, string, b
 }
 
 // dialChecked connects to the first reachable checked address: the
-// connection is pinned to what decide approved, never re-resolved.
-func (w *Wall) dialChecked(addrs []netip.Addr, port int) (*net.TCPConn, netip.AddrPort, error) {
+// connection is pinned to what decide approved, never re-resolved. It
+// puts the address in ev; when none answers, it reports ev as an error
+// and answers the client 502.
+func (w *Wall) dialChecked(c net.Conn, ev *Event, addrs []netip.Addr, port int) (*net.TCPConn, bool) {
 	var last error
 	for _, a := range addrs {
 		dst := netip.AddrPortFrom(a.Unmap(), uint16(port))
-		c, err := w.dialer.Dial("tcp", dst.String())
+		up, err := w.dialer.Dial("tcp", dst.String())
 		if err == nil {
-			return c.(*net.TCPConn), dst, nil
+			ev.Details["addr"] = dst.Addr().String()
+			return up.(*net.TCPConn), true
 		}
 		last = err
 	}
-	return nil, netip.AddrPort{}, last
+	if last == nil {
+		last = errors.New("no address to dial") // decide approves at least one
+	}
+	ev.Verdict, ev.Reason = "error", "dialing "+fmt.Sprint(addrs)+": "+last.Error()
+	w.report(*ev)
+	writeStatus(c, http.StatusBadGateway, ev.Reason)
+	return nil, false
 }
 
 func (w *Wall) acceptLoop(l net.Listener, handle func(*net.TCPConn)) {
@@ -139,15 +148,11 @@ func (w *Wall) handleConnect(c *net.TCPConn, br *bufio.Reader, req *http.Request
 		w.refuse(c, ev, reason)
 		return
 	}
-	up, dst, err := w.dialChecked(addrs, port)
-	if err != nil {
-		ev.Verdict, ev.Reason = "error", "dialing "+fmt.Sprint(addrs)+": "+err.Error()
-		w.report(ev)
-		writeStatus(c, http.StatusBadGateway, ev.Reason)
+	up, ok := w.dialChecked(c, &ev, addrs, port)
+	if !ok {
 		return
 	}
 	defer up.Close()
-	ev.Details["addr"] = dst.Addr().String()
 	if _, err := io.WriteString(c, "HTTP/1.1 200 Connection established\r\n\r\n"); err != nil {
 		return
 	}
@@ -213,15 +218,11 @@ func (w *Wall) handleForward(c *net.TCPConn, req *http.Request) {
 			return
 		}
 	}
-	up, dst, err := w.dialChecked(addrs, port)
-	if err != nil {
-		ev.Verdict, ev.Reason = "error", "dialing "+fmt.Sprint(addrs)+": "+err.Error()
-		w.report(ev)
-		writeStatus(c, http.StatusBadGateway, ev.Reason)
+	up, ok := w.dialChecked(c, &ev, addrs, port)
+	if !ok {
 		return
 	}
 	defer up.Close()
-	ev.Details["addr"] = dst.Addr().String()
 	up2, down, err := forwardOnce(c, up, req)
 	ev.Details["bytes_up"], ev.Details["bytes_down"] = up2, down
 	ev.Verdict, ev.Reason = "allow", reason

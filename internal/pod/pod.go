@@ -38,6 +38,7 @@ import (
 
 	"github.com/airlock-dev/airlock/internal/config"
 	"github.com/airlock-dev/airlock/internal/errdefs"
+	"github.com/airlock-dev/airlock/internal/statedir"
 )
 
 // State is what Airlock records about a pod between commands
@@ -65,27 +66,10 @@ type Store struct {
 	Home string // absolute, symlink-free
 }
 
-// DefaultHome returns $AIRLOCK_HOME if set; /var/lib/airlock as root;
-// else $XDG_DATA_HOME/airlock (~/.local/share/airlock).
-func DefaultHome() string {
-	if h := os.Getenv("AIRLOCK_HOME"); h != "" {
-		if abs, err := filepath.Abs(h); err == nil {
-			return abs
-		}
-		return h
-	}
-	if os.Geteuid() == 0 {
-		return "/var/lib/airlock"
-	}
-	if x := os.Getenv("XDG_DATA_HOME"); filepath.IsAbs(x) {
-		return filepath.Join(x, "airlock")
-	}
-	home, err := os.UserHomeDir()
-	if err != nil {
-		home = "/"
-	}
-	return filepath.Join(home, ".local", "share", "airlock")
-}
+// DefaultHome returns the store's directory when none is named
+// (statedir.Default: $AIRLOCK_HOME, /var/lib/airlock as root, else
+// $XDG_DATA_HOME/airlock or ~/.local/share/airlock).
+func DefaultHome() string { return statedir.Default() }
 
 // Open returns the store at home, creating it (0700) if needed.
 func Open(home string) (*Store, error) {

@@ -4,14 +4,15 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/airlock-dev/airlock/internal/coalesce"
 	"github.com/airlock-dev/airlock/internal/seccomp"
 )
 
@@ -46,12 +47,15 @@ type notifyServer struct {
 
 // serveNotify starts serving the listener; stop closes it (the pod's
 // waiting calls, if any are left, then fail with ENOSYS), waits for the
-// server and writes the audit records still counted.
-func serveNotify(f *os.File, audit AuditFunc) (stop func(), err error) {
+// server and writes the audit records still counted. flush writes what
+// is counted so far, and returns once it is written: the supervisor
+// calls it before run.exit, so that the counts of what the pod tried
+// while it ran come before that record.
+func serveNotify(f *os.File, audit AuditFunc) (stop, flush func(), err error) {
 	l, err := seccomp.NewListener(f)
 	if err != nil {
 		f.Close()
-		return nil, err
+		return nil, nil, err
 	}
 	s := &notifyServer{l: l, audit: newCoalescer(audit, coalescePeriod), readMem: readProcMem}
 	done := make(chan struct{})
@@ -63,7 +67,7 @@ func serveNotify(f *os.File, audit AuditFunc) (stop func(), err error) {
 		_ = l.Close()
 		<-done
 		s.audit.close()
-	}, nil
+	}, s.audit.flush, nil
 }
 
 func (s *notifyServer) serve() {
@@ -315,42 +319,24 @@ const coalescePeriod = 250 * time.Millisecond
 const maxCoalesced = 256
 
 // coalescer writes the first of a run of identical records at once and
-// counts the rest, writing their count once a period (dropLog's scheme
-// for dropped packets). The caller's pid is not part of the identity:
-// the record names the first caller.
+// counts the rest, writing their count once a period (the scheme of the
+// network wall's drop log, package coalesce). The caller's pid is not
+// part of the identity: the record names the first caller.
 type coalescer struct {
-	audit  AuditFunc
-	mu     sync.Mutex
-	counts map[string]*pending
-	stop   chan struct{}
-	done   chan struct{}
+	audit AuditFunc
+	log   *coalesce.Log[string, attempt]
 }
 
-type pending struct {
+// attempt is the first record of a run.
+type attempt struct {
 	action, outcome string
 	details         map[string]any
-	count           int
 }
 
 func newCoalescer(audit AuditFunc, every time.Duration) *coalescer {
-	c := &coalescer{audit: audit, counts: map[string]*pending{}, stop: make(chan struct{}), done: make(chan struct{})}
-	go c.tick(every)
+	c := &coalescer{audit: audit}
+	c.log = coalesce.New(every, coalesce.Limits[string, attempt]{Keys: maxCoalesced}, c.write)
 	return c
-}
-
-func (c *coalescer) tick(every time.Duration) {
-	defer close(c.done)
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-c.stop:
-			c.flush()
-			return
-		case <-t.C:
-			c.flush()
-		}
-	}
 }
 
 func coalesceKey(action string, d map[string]any) string {
@@ -366,47 +352,21 @@ func coalesceKey(action string, d map[string]any) string {
 
 // add records one attempt.
 func (c *coalescer) add(action string, d map[string]any, outcome string) {
-	k := coalesceKey(action, d)
-	c.mu.Lock()
-	p, seen := c.counts[k]
-	switch {
-	case seen:
-		p.count++
-		c.mu.Unlock()
-		return
-	case len(c.counts) < maxCoalesced:
-		c.counts[k] = &pending{action: action, outcome: outcome, details: d}
-	}
-	c.mu.Unlock()
-	c.audit(action, d, outcome)
+	c.log.Add(coalesceKey(action, d), attempt{action: action, outcome: outcome, details: d})
 }
 
-// flush writes the counts of the period; an attempt quiet for a whole
-// period is forgotten, so its next one is written at once.
-func (c *coalescer) flush() {
-	c.mu.Lock()
-	var out []pending
-	for k, p := range c.counts {
-		if p.count == 0 {
-			delete(c.counts, k)
-			continue
-		}
-		d := make(map[string]any, len(p.details)+1)
-		for k, v := range p.details {
-			d[k] = v
-		}
-		d["count"] = p.count
-		out = append(out, pending{action: p.action, outcome: p.outcome, details: d})
-		p.count = 0
+// write writes the first record of a run as it is, and n repeats as a
+// copy of it with their count.
+func (c *coalescer) write(a attempt, n int) {
+	d := a.details
+	if n > 0 {
+		d = maps.Clone(a.details)
+		d["count"] = n
 	}
-	c.mu.Unlock()
-	for _, p := range out {
-		c.audit(p.action, p.details, p.outcome)
-	}
+	c.audit(a.action, d, a.outcome)
 }
+
+func (c *coalescer) flush() { c.log.Flush() }
 
 // close stops the ticker and writes what is still counted.
-func (c *coalescer) close() {
-	close(c.stop)
-	<-c.done
-}
+func (c *coalescer) close() { c.log.Close() }

@@ -177,7 +177,7 @@ func TestNotifyServerRealChild(t *testing.T) {
 	listener := recvFile(t, ours)
 	var mu sync.Mutex
 	var recs []auditRec
-	stop, err := serveNotify(listener, func(action string, d map[string]any, outcome string) {
+	stop, _, err := serveNotify(listener, func(action string, d map[string]any, outcome string) {
 		mu.Lock()
 		defer mu.Unlock()
 		recs = append(recs, auditRec{action, outcome, d})

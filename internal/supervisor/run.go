@@ -95,6 +95,9 @@ type runner struct {
 	seccompDone chan seccompResult
 	hooks       []func(pid int) error
 	after       []func()
+	// flushNotify writes the notify server's counted records. serveSeccomp
+	// sets it before Start watches for the exit, so exitRecords sees it.
+	flushNotify func()
 	group       cgroup.Group
 	// newGroup delivers the group startCgroup is making, until
 	// buildCgroup takes it.
@@ -260,6 +263,9 @@ func (r *runner) exitRecords(start time.Time, code int, runErr error) <-chan str
 	go func() {
 		defer close(done)
 		r.saveRunState(start, &code)
+		if r.flushNotify != nil {
+			r.flushNotify() // what the pod tried while it ran comes first
+		}
 		r.o.Audit("run.exit", details, outcome)
 	}()
 	return done

@@ -90,12 +90,13 @@ func builtinProfile(name string) bool {
 // walls come down. Start calls it from the goroutine that runs the pod,
 // before the clean-up steps can run.
 func (r *runner) serveSeccomp(f *os.File) {
-	stop, err := serveNotify(f, r.o.Audit)
+	stop, flush, err := serveNotify(f, r.o.Audit)
 	if err != nil {
 		// The listener is closed: the watched calls fail with ENOSYS.
 		r.o.Audit("seccomp.notify", map[string]any{"reason": err.Error()}, "error")
 		return
 	}
+	r.flushNotify = flush
 	r.after = append(r.after, stop)
 }
 
