@@ -21,6 +21,13 @@ type wireUpstream struct {
 	seen []string // "udp big.test." ...
 }
 
+// queries is a copy of what the upstream has seen so far.
+func (u *wireUpstream) queries() []string {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return append([]string(nil), u.seen...)
+}
+
 func startWireUpstream(t *testing.T) *wireUpstream {
 	u := &wireUpstream{}
 	h := dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {
@@ -121,8 +128,8 @@ func TestResolverWireSizes(t *testing.T) {
 	if len(whole.Answer) != 40 || whole.Truncated {
 		t.Fatalf("over TCP: %d answers, TC %v; want all 40", len(whole.Answer), whole.Truncated)
 	}
-	if !strings.Contains(strings.Join(u.seen, ","), "tcp big.test.") {
-		t.Errorf("upstream saw %v; want the truncated UDP answer retried over TCP", u.seen)
+	if seen := u.queries(); !strings.Contains(strings.Join(seen, ","), "tcp big.test.") {
+		t.Errorf("upstream saw %v; want the truncated UDP answer retried over TCP", seen)
 	}
 	for _, c := range []struct {
 		edns uint16
@@ -155,12 +162,12 @@ func TestResolverWireVerdicts(t *testing.T) {
 	if ev.Details["type"] != "A" || ev.Details["rcode"] != "NOERROR" || ev.Details["name"] != "a.test" || len(ev.Details["removed"].([]string)) != 1 {
 		t.Errorf("event %+v", ev)
 	}
-	before := len(u.seen)
+	before := len(u.queries())
 	if m := unpackReply(t, r.serve(query(t, "secret.example.", dns.TypeTXT, 0), true)); m.Rcode != dns.RcodeNameError {
 		t.Errorf("denied name: rcode %d; want NXDOMAIN", m.Rcode)
 	}
-	if len(u.seen) != before {
-		t.Errorf("a denied name reached the upstream: %v", u.seen[before:])
+	if seen := u.queries(); len(seen) != before {
+		t.Errorf("a denied name reached the upstream: %v", seen[before:])
 	}
 	// One label "x.a" under "test": the wire form has no subdomain of
 	// a.test, whatever the joined text says.
@@ -170,8 +177,8 @@ func TestResolverWireVerdicts(t *testing.T) {
 	if ev := (*events)[len(*events)-1]; ev.Verdict != "deny" || ev.Details["name"] != `x\.a.test` {
 		t.Errorf("a dot inside a label: event %+v; want a denied, escaped name", ev)
 	}
-	if len(u.seen) != before {
-		t.Errorf("SECURITY: a name with a dot inside a label reached the upstream: %v", u.seen[before:])
+	if seen := u.queries(); len(seen) != before {
+		t.Errorf("SECURITY: a name with a dot inside a label reached the upstream: %v", seen[before:])
 	}
 	st := new(dns.Msg).SetQuestion("a.test.", dns.TypeA)
 	st.Id, st.Opcode = 0x1234, dns.OpcodeStatus
