@@ -11,6 +11,7 @@ ws=$scratch/ws
 mkdir -p "$ws" "$scratch/bin"
 echo hello >"$ws/file"
 go build -o "$scratch/bin/seccompbpf" ./bench/seccompbpf
+CGO_ENABLED=0 go build -trimpath -ldflags='-s -w' -o "$scratch/bin/floor" ./bench/floor
 "$scratch/bin/seccompbpf" >"$scratch/seccomp.bpf"
 printf 'version: 1\nnetwork:\n  mode: none\n' >"$scratch/none.yaml"
 printf 'version: 1\nresources:\n  disk:\n    bytes: 0\n    inodes: 0\n' >"$scratch/nodisk.yaml"
@@ -50,7 +51,8 @@ hyperfine -N --warmup 20 --runs "$runs" --export-json "$out/run-true.json" \
 	-n "airlock run (default walls)" "$bin run warm -T -- true" \
 	-n "airlock run (network: none)" "$bin run warmnone -T -- true" \
 	-n "airlock run (no disk wall)" "$bin run warmnd -T -- true" \
-	-n "bwrap (nearest walls, no seccomp)" "${bw[*]} true" >/dev/null
+	-n "bwrap (nearest walls, no seccomp)" "${bw[*]} true" \
+	-n "floor: Go supervisor + Go init in new namespaces, no walls" "$scratch/bin/floor true" >/dev/null
 # bwrap reads the seccomp program from an fd, so this one goes through a
 # shell; hyperfine subtracts the shell's start (the "true" row checks it).
 hyperfine --shell=bash --warmup 20 --runs "$runs" --export-json "$out/run-true-bwrap-seccomp.json" \
@@ -62,6 +64,7 @@ ours=$(median "$out/run-true.json" "airlock run (default walls)")
 bwsc=$(python3 -c "print('%.2f' % ($(median "$out/run-true-bwrap-seccomp.json" "bwrap (nearest walls + seccomp)") - $(median "$out/run-true-bwrap-seccomp.json" "bash -c true")))")
 figure "warm run -- true, median ms" "$ours" "bwrap $bwsc" "<= 10" "$(verdict "$ours" '<=' 10)"
 figure "warm run -- true, x bwrap" "$(python3 -c "print('%.2f' % ($ours / $bwsc))")" "1.00" "<= 1.5" "$(verdict "$(python3 -c "print($ours / $bwsc)")" '<=' 1.5)"
+figure "floor (two Go processes, namespaces, exec; no walls), median ms" "$(median "$out/run-true.json" "floor: Go supervisor + Go init in new namespaces, no walls")" "bwrap $bwsc" "(context)" "-"
 none=$(median "$out/run-true.json" "airlock run (network: none)")
 figure "warm run -- true (network: none), median ms" "$none" "bwrap $bwsc" "(context)" "-"
 figure "warm run -- true (no disk wall), median ms" "$(median "$out/run-true.json" "airlock run (no disk wall)")" "bwrap $bwsc" "(context)" "-"
