@@ -539,6 +539,9 @@ func copyRegular(srcDir int, src string, dstDir int, dst string, st *unix.Stat_t
 // hookAfterPrepare lets tests change the host between backup and apply.
 var hookAfterPrepare func()
 
+// hookBeforeOp lets tests change the host while the ops are applied.
+var hookBeforeOp func(i int)
+
 // hookAfterApply lets tests stop a commit (as a crash would) once every
 // op ran, before the journal says so.
 var hookAfterApply func()
@@ -559,6 +562,7 @@ func (j *journal) reverse(cause error) error {
 	if j.State != stateApplying {
 		return fmt.Errorf("commit %s: %w; run any airlock command on the pod to finish it", j.ID, cause)
 	}
+	defer func() { j.applied.close(); j.applied = nil }()
 	j.State = stateUndoing
 	if err := j.save(); err != nil {
 		return fmt.Errorf("commit %s failed: %w; reversing it failed too: %v", j.ID, cause, err)
@@ -566,16 +570,23 @@ func (j *journal) reverse(cause error) error {
 	if err := j.runUndo(); err != nil {
 		return fmt.Errorf("commit %s failed: %w; reversing it failed too: %v; run any airlock command on the pod to retry", j.ID, cause, err)
 	}
-	if err := settleBase(j.Base, j.Ops); err != nil {
-		return fmt.Errorf("commit %s failed and was reversed, the host is as before: %w; updating the conflict base: %v", j.ID, cause, err)
+	as := "the host is as before"
+	if n := len(j.unreached); n > 0 {
+		as = fmt.Sprintf("except at %d path(s) the host moved away meanwhile, which may still hold what the commit wrote: %s", n, strings.Join(j.unreached, ", "))
 	}
-	return fmt.Errorf("commit %s failed and was reversed, the host is as before: %w", j.ID, cause)
+	if err := settleBase(j.Base, j.Ops); err != nil {
+		return fmt.Errorf("commit %s failed and was reversed, %s: %w; updating the conflict base: %v", j.ID, as, cause, err)
+	}
+	return fmt.Errorf("commit %s failed and was reversed, %s: %w", j.ID, as, cause)
 }
 
 // finishApply (re)runs every op, makes the host durable, and finishes.
 func (j *journal) finishApply() error {
 	a := newApplier(j)
 	defer a.close()
+	// Kept for reverse when an op fails (it closes them); dropped here
+	// when every op is applied.
+	j.applied = newAppliedDirs()
 	for i := 0; i < len(j.Ops); {
 		end := i + 1
 		for end < len(j.Ops) && independent(&j.Ops[end]) && independent(&j.Ops[i]) {
@@ -588,6 +599,8 @@ func (j *journal) finishApply() error {
 		}
 		i = end
 	}
+	j.applied.close()
+	j.applied = nil
 	if hookAfterApply != nil {
 		hookAfterApply()
 	}
@@ -836,6 +849,9 @@ func fileModeBits(m uint32) uint32 { return m & 0o777 }
 func dirMode(m uint32) uint32 { return m & (0o777 | unix.S_ISVTX) }
 
 func (a *applier) apply(i int, o *op) error {
+	if hookBeforeOp != nil {
+		hookBeforeOp(i)
+	}
 	r, err := a.rootsOf(o)
 	if err != nil {
 		return err
@@ -844,6 +860,7 @@ func (a *applier) apply(i int, o *op) error {
 	if err != nil {
 		return err
 	}
+	a.j.applied.record(i, par, &a.parSt)
 	if o.Action != actWrite || o.Type == "dir" || (o.Before != nil && o.Before.Type == "dir") {
 		// The op may replace or remove a directory: later ops must
 		// resolve their parents afresh.

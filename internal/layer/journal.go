@@ -120,6 +120,11 @@ type journal struct {
 	Ops         []op `json:"ops"`
 
 	dir string // journalDir/<id>
+	// applied holds the directories of this process's apply, for the
+	// reversal of a failed one (applied.go); nil otherwise.
+	applied *appliedDirs
+	// unreached lists the ops a reversal could not reach (display paths).
+	unreached []string
 }
 
 func (j *journal) info() CommitInfo {

@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -495,4 +496,49 @@ func TestCommitKeepsDirectoryMadeOnHostMidway(t *testing.T) {
 	if got := readStr(t, p.host("a.txt")); got != "a\n" {
 		t.Errorf("a.txt = %q after the reversed commit, want the host's", got)
 	}
+}
+
+// TestReversalFollowsMovedDirectory: while a commit is applied, the host
+// renames a directory it is writing into (and puts a symlink to outside
+// the workspace at its path), and swaps a second one, so that a later op
+// fails. The ops already applied went into the renamed directory through
+// the fd the apply holds; the reversal must take them out of it there,
+// not give up on the path and call the host as before.
+func TestReversalFollowsMovedDirectory(t *testing.T) {
+	p := newPod(t, func(h string) {
+		chk(t, os.MkdirAll(filepath.Join(h, "sw"), 0o755))
+		chk(t, os.MkdirAll(filepath.Join(h, "sw2"), 0o755))
+		put(t, filepath.Join(h, "sw", "f0"), "old\n", 0o644)
+	})
+	for f := range 6 {
+		put(t, p.in(fmt.Sprintf("sw/f%d", f)), "new\n", 0o644)
+	}
+	put(t, p.in("sw2/x"), "new\n", 0o644)
+	cs := p.diff()
+	before := snapshot(t, p.root.Host)
+	var once sync.Once
+	hookBeforeOp = func(i int) {
+		if i != 3 {
+			return
+		}
+		once.Do(func() {
+			chk(t, os.Rename(p.host("sw"), p.host("sw.real")))
+			chk(t, os.Symlink(p.outside, p.host("sw")))
+			chk(t, os.Rename(p.host("sw2"), p.host("sw2.real")))
+			chk(t, os.Symlink(p.outside, p.host("sw2")))
+		})
+	}
+	defer func() { hookBeforeOp = nil }()
+	_, err := p.commit(cs, CommitOptions{})
+	if err == nil || !strings.Contains(err.Error(), "reversed, the host is as before") {
+		t.Fatalf("commit err = %v, want failed and fully reversed", err)
+	}
+	if ents, _ := os.ReadDir(p.outside); len(ents) != 0 {
+		t.Errorf("outside the workspace: %v, want nothing", ents)
+	}
+	for _, d := range []string{"sw", "sw2"} {
+		chk(t, os.Remove(p.host(d)))
+		chk(t, os.Rename(p.host(d+".real"), p.host(d)))
+	}
+	sameSnapshot(t, "host after the reversed commit", snapshot(t, p.root.Host), before)
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path"
 	"slices"
 	"strings"
 
@@ -129,9 +130,20 @@ func (j *journal) runUndo() error {
 				continue // never applied, or changed on the host since: not ours to undo
 			}
 		}
-		err = undoOp(j.ID, i, o, hfd, bfd, back)
+		par, reached := j.applied.dir(i)
+		switch {
+		case !reached && !j.Redo:
+			continue // this process's failed apply never got to this op
+		case par >= 0:
+			// Through the directory the apply wrote into, wherever it is now.
+			err = undoIn(j.ID, i, o, par, path.Base(o.Path), bfd, back)
+		default:
+			err = undoOp(j.ID, i, o, hfd, bfd, back)
+		}
 		if err != nil && j.FailedAt != nil && unreachable(err) {
-			err = nil // reversing a failed apply: this op could not reach its path
+			// Reversing a failed apply: this op could not reach its path.
+			j.unreached = append(j.unreached, EscapeName(o.change().Display()))
+			err = nil
 		}
 		if err != nil {
 			return fmt.Errorf("restoring %s: %w", EscapeName(o.change().Display()), err)
@@ -181,7 +193,11 @@ func undoOp(id string, i int, o *op, hostFd, bfd int, back *giveBack) error {
 		return err
 	}
 	defer unix.Close(par)
-	name := comps[len(comps)-1]
+	return undoIn(id, i, o, par, comps[len(comps)-1], bfd, back)
+}
+
+// undoIn is undoOp with o's parent directory open as par.
+func undoIn(id string, i int, o *op, par int, name string, bfd int, back *giveBack) error {
 	tmp := tmpName(id, i, ".undo")
 	if err := removeAt(par, tmp); err != nil {
 		return err
@@ -205,7 +221,7 @@ func undoOp(id string, i int, o *op, hostFd, bfd int, back *giveBack) error {
 		return err
 	}
 	// Swap the restored entry in atomically, then drop what the commit left.
-	err = unix.Renameat2(par, tmp, par, name, unix.RENAME_EXCHANGE)
+	err := unix.Renameat2(par, tmp, par, name, unix.RENAME_EXCHANGE)
 	if err == unix.ENOENT {
 		return ignoreENOENT(unix.Renameat(par, tmp, par, name), "renameat", name)
 	}
