@@ -180,8 +180,8 @@ func pollIn(fd int) {
 	_, _ = unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}, 100)
 }
 
-// read reports dropped packets until close sets a read deadline: what the
-// kernel has queued by then is still read.
+// read reports dropped packets until close sets a read deadline; close
+// then drains what the kernel has queued.
 func (d *dropLog) read() {
 	defer close(d.read1)
 	rc, err := d.f.SyscallConn()
@@ -196,24 +196,50 @@ func (d *dropLog) read() {
 			n, _, rerr = unix.Recvfrom(int(fd), buf, 0)
 			return rerr != unix.EAGAIN
 		})
-		switch {
-		case err != nil:
-			return // the deadline: nothing more is queued
-		case rerr == unix.ENOBUFS:
-			d.log.Count(drop{lost: true}, drop{lost: true})
-			continue
-		case rerr != nil:
-			continue
-		}
-		msgs, err := syscall.ParseNetlinkMessage(buf[:n])
 		if err != nil {
-			continue
+			return // the deadline: close reads what is still queued
 		}
-		for _, m := range msgs {
-			if m.Header.Type == unix.NFNL_SUBSYS_ULOG<<8|nfulnlMsgPacket {
-				if k, ok := parseDropped(m.Data); ok {
-					d.saw(k)
-				}
+		d.handle(buf[:n], rerr)
+	}
+}
+
+// drain reads, without waiting, every message still queued: once the
+// deadline is set the poller returns at once, without reading, so what
+// the kernel queued just before close would otherwise be lost.
+func (d *dropLog) drain() {
+	rc, err := d.f.SyscallConn()
+	if err != nil {
+		return
+	}
+	buf := make([]byte, 64*1024)
+	_ = rc.Control(func(fd uintptr) {
+		for {
+			n, _, rerr := unix.Recvfrom(int(fd), buf, unix.MSG_DONTWAIT)
+			if rerr == unix.EAGAIN || rerr == unix.EBADF {
+				return
+			}
+			d.handle(buf[:max(n, 0)], rerr)
+		}
+	})
+}
+
+// handle counts what one read of the NFLOG socket returned.
+func (d *dropLog) handle(b []byte, rerr error) {
+	switch {
+	case rerr == unix.ENOBUFS:
+		d.log.Count(drop{lost: true}, drop{lost: true})
+		return
+	case rerr != nil:
+		return
+	}
+	msgs, err := syscall.ParseNetlinkMessage(b)
+	if err != nil {
+		return
+	}
+	for _, m := range msgs {
+		if m.Header.Type == unix.NFNL_SUBSYS_ULOG<<8|nfulnlMsgPacket {
+			if k, ok := parseDropped(m.Data); ok {
+				d.saw(k)
 			}
 		}
 	}
@@ -294,6 +320,7 @@ func (d *dropLog) write(k drop, n int) {
 func (d *dropLog) close() {
 	_ = d.f.SetReadDeadline(time.Now())
 	<-d.read1
+	d.drain()
 	d.f.Close()
 	d.log.Close()
 }

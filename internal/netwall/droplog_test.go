@@ -1,7 +1,10 @@
 package netwall
 
 import (
+	"encoding/binary"
 	"net/netip"
+	"os"
+	"sync"
 	"testing"
 	"time"
 
@@ -75,5 +78,52 @@ func TestDropLogAggregates(t *testing.T) {
 	d.log.Flush()
 	if last := evs[len(evs)-1]; last.Details["addr"] != "(many)" || last.Details["count"] != dropMaxFresh-1 {
 		t.Errorf("summary of the many: %v", last)
+	}
+}
+
+// nflogPacket is one NFULNL_MSG_PACKET netlink message whose payload
+// attribute holds pkt.
+func nflogPacket(pkt []byte) []byte {
+	attrLen := 4 + len(pkt)
+	body := make([]byte, 4, 4+(attrLen+3)&^3) // nfgenmsg
+	body = binary.NativeEndian.AppendUint16(body, uint16(attrLen))
+	body = binary.NativeEndian.AppendUint16(body, nfulaPayload)
+	body = append(body, pkt...)
+	for len(body)%4 != 0 {
+		body = append(body, 0)
+	}
+	msg := binary.NativeEndian.AppendUint32(nil, uint32(unix.SizeofNlMsghdr+len(body)))
+	msg = binary.NativeEndian.AppendUint16(msg, unix.NFNL_SUBSYS_ULOG<<8|nfulnlMsgPacket)
+	msg = binary.NativeEndian.AppendUint16(msg, 0)
+	msg = binary.NativeEndian.AppendUint32(msg, 0)
+	msg = binary.NativeEndian.AppendUint32(msg, 0)
+	return append(msg, body...)
+}
+
+// A drop the kernel queued just before close is still reported: once the
+// read deadline is set the reader stops without reading, and close must
+// drain the socket itself.
+func TestDropLogCloseDrainsQueued(t *testing.T) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fds[1])
+	var got []Event
+	var mu sync.Mutex
+	d := newDropLog(os.NewFile(uintptr(fds[0]), "nflog"), func(e Event) { mu.Lock(); got = append(got, e); mu.Unlock() }, time.Hour)
+	close(d.read1) // no reader ran: as if it stopped at the deadline before this message came
+	v4 := make([]byte, 28)
+	v4[0], v4[9] = 0x45, unix.IPPROTO_UDP
+	copy(v4[16:20], []byte{198, 19, 45, 2})
+	v4[22], v4[23] = 0x14, 0xe9 // dport 5353
+	if _, err := unix.Write(fds[1], nflogPacket(v4)); err != nil {
+		t.Fatal(err)
+	}
+	d.close()
+	mu.Lock()
+	defer mu.Unlock()
+	if len(got) != 1 || got[0].Details["addr"] != "198.19.45.2" || got[0].Details["port"] != 5353 {
+		t.Fatalf("events after close: %+v, want the queued drop to 198.19.45.2:5353", got)
 	}
 }
