@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Start-up figures, side by side with bubblewrap, in one run:
 #   - warm `airlock run POD -- true` (default walls, and with network: none)
-#     against bwrap building the nearest equivalent walls;
+#     against bwrap building the nearest equivalent walls, and against the
+#     floor of Airlock's process shape (bench/floor: a Go supervisor and a
+#     Go init in the same namespaces, no walls);
 #   - a fresh create + run + destroy;
 #   - 50 pods created.
 # RUNS (default 300) sets the warm runs per command.
