@@ -59,18 +59,11 @@ func Open(path string, key []byte) (*Log, error) {
 // Append writes e as the next line and returns it with Seq, Time, Prev
 // and Hash filled in. On failure nothing of the line remains in the file.
 func (l *Log) Append(e Event) (Event, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.f == nil {
-		return e, fmt.Errorf("appending to audit trail %s: log is closed", l.path)
-	}
-	if err := flock(l.f, unix.LOCK_EX); err != nil {
-		return e, fmt.Errorf("locking audit trail %s: %w", l.path, err)
-	}
-	defer flock(l.f, unix.LOCK_UN)
-	if err := l.sync(); err != nil {
+	unlock, err := l.lockEnd("appending to")
+	if err != nil {
 		return e, err
 	}
+	defer unlock()
 	e.Seq, e.Prev, e.Time = l.seq+1, l.hash, time.Now().UTC()
 	line, err := encode(l.key, &e)
 	if err != nil {
@@ -93,16 +86,31 @@ func (l *Log) Append(e Event) (Event, error) {
 // encodes, writes and syncs: a caller that knows it will append soon
 // (run, before its durable run.start) does the reading beside other work.
 func (l *Log) Prepare() error {
+	unlock, err := l.lockEnd("reading")
+	if err == nil {
+		unlock()
+	}
+	return err
+}
+
+// lockEnd takes the Log's mutex and the file's lock and brings seq and
+// hash up to date with the end of the file; unlock releases both.
+func (l *Log) lockEnd(doing string) (unlock func(), err error) {
 	l.mu.Lock()
-	defer l.mu.Unlock()
 	if l.f == nil {
-		return fmt.Errorf("reading audit trail %s: log is closed", l.path)
+		l.mu.Unlock()
+		return nil, fmt.Errorf("%s audit trail %s: log is closed", doing, l.path)
 	}
 	if err := flock(l.f, unix.LOCK_EX); err != nil {
-		return fmt.Errorf("locking audit trail %s: %w", l.path, err)
+		l.mu.Unlock()
+		return nil, fmt.Errorf("locking audit trail %s: %w", l.path, err)
 	}
-	defer flock(l.f, unix.LOCK_UN)
-	return l.sync()
+	unlock = func() { flock(l.f, unix.LOCK_UN); l.mu.Unlock() }
+	if err := l.sync(); err != nil {
+		unlock()
+		return nil, err
+	}
+	return unlock, nil
 }
 
 // write appends line with one write(2); a short or failed write is cut
