@@ -90,7 +90,7 @@ type runner struct {
 	spec  *sandbox.Spec
 	early *sandbox.Pending // the init, spawned ahead of its spec
 	// earlyWall delivers the network wall startWall builds for early.
-	earlyWall chan wallResult
+	earlyWall *wallResult
 	// seccompDone delivers the filter startSeccomp compiles.
 	seccompDone chan seccompResult
 	hooks       []func(pid int) error

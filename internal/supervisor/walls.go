@@ -353,9 +353,8 @@ func (r *runner) buildNetwork(v *sandbox.ViewConfig) error {
 		var w *netwall.Wall
 		var err error
 		if early != nil {
-			res := <-early
-			w, err = res.w, res.err
-			early <- wallResult{} // for the clean-up: the wall is in r.wall now
+			<-early.done
+			w, err = early.w, early.err
 		} else {
 			w, err = netwall.Setup(pid, pol, r.netEvent)
 		}
@@ -394,16 +393,17 @@ func (r *runner) startWall() {
 		return
 	}
 	pol, pid := PolicyFromConfig(n), r.early.Pid()
-	r.earlyWall = make(chan wallResult, 1)
+	res := &wallResult{done: make(chan struct{})}
+	r.earlyWall = res
 	go func() {
-		w, err := netwall.Setup(pid, pol, r.netEvent)
-		r.earlyWall <- wallResult{w, err}
+		res.w, res.err = netwall.Setup(pid, pol, r.netEvent)
+		close(res.done)
 	}()
-	// In the clean-up: a wall that no hook took (the run failed before)
-	// is closed here; one the hook took is in r.wall, closed by
-	// buildNetwork's step, and the hook left an empty result here.
+	// A wall the hook took is in r.wall, and buildNetwork's step closes
+	// it; one no hook took (the run failed before) is closed here.
 	r.after = append(r.after, func() {
-		if res := <-r.earlyWall; res.w != nil {
+		<-res.done
+		if res.w != nil && r.wall.Load() != res.w {
 			_ = res.w.Close()
 		}
 	})
@@ -424,9 +424,12 @@ func writeIfChanged(path string, data []byte) error {
 	return os.Chmod(path, 0o644) // WriteFile keeps an existing file's mode
 }
 
+// wallResult is a network wall built in the background: w and err are
+// set when done is closed.
 type wallResult struct {
-	w   *netwall.Wall
-	err error
+	done chan struct{}
+	w    *netwall.Wall
+	err  error
 }
 
 func (r *runner) netEvent(e netwall.Event) {
