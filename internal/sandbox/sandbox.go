@@ -110,6 +110,10 @@ type Spec struct {
 	TTY        bool
 	Rows, Cols uint16
 	NewNet     bool
+	// Serve starts no command: the init builds the view and every wall,
+	// then serves Process.Exec until Process.Stop or the supervisor's
+	// end. Args, Env, Dir and TTY are then per Exec, not here.
+	Serve bool
 	// Seccomp is a classic BPF program, installed last (nil: none).
 	Seccomp []unix.SockFilter
 	// SeccompListener, when set, makes the init install Seccomp (a
@@ -167,6 +171,19 @@ type InitSpec struct {
 	SeccompNotify bool          `json:"seccomp_notify,omitempty"`
 	Landlock      *LandlockSpec `json:"landlock,omitempty"`
 	Cgroup        []string      `json:"cgroup,omitempty"` // Spec.CgroupThreads
+	Serve         bool          `json:"serve,omitempty"`
+}
+
+// ExecSpec is one command a serving init starts (Spec.Serve), as JSON
+// after the word StatusExec. Only package inside reads it.
+type ExecSpec struct {
+	ID   uint64   `json:"id"`
+	Args []string `json:"args"`
+	Env  []string `json:"env,omitempty"`
+	Dir  string   `json:"dir,omitempty"`
+	TTY  bool     `json:"tty,omitempty"`
+	Rows uint16   `json:"rows,omitempty"`
+	Cols uint16   `json:"cols,omitempty"`
 }
 
 // The init's file descriptors beyond 0-2 and its status record format.
@@ -184,8 +201,25 @@ const (
 	// command's exit code, when it ends.
 	StatusFD = 4
 
-	StatusOK         = "ok"
-	StatusExit       = "exit"
+	StatusOK   = "ok"
+	StatusExit = "exit"
+
+	// A serving init (Spec.Serve) keeps the status socket after StatusOK
+	// as a two-way channel. The supervisor sends
+	//   "exec <ExecSpec JSON>" with fds 0-2 attached (none with TTY),
+	//   "signal <id> <signal number>", "hangup <id>", "stop <grace ms>";
+	// the init answers each exec with
+	//   "started <id> <pid in the pod>" (with FileTerminal for a TTY), or
+	//   "failed <id> <code> <class> <message>",
+	// and says "exit <id> <code>" when that command ends. After "stop"
+	// it sends SIGTERM to every process of the pod and exits once they
+	// are gone or the grace is over; the kernel kills the rest.
+	StatusExec       = "exec"
+	StatusStarted    = "started"
+	StatusFailed     = "failed"
+	StatusSignal     = "signal"
+	StatusHangup     = "hangup"
+	StatusStop       = "stop"
 	ClassUnsupported = "unsupported"
 	ClassNotFound    = "notfound"
 	ClassOther       = "-"

@@ -52,6 +52,7 @@ type Process struct {
 	// by name (FileTerminal, FileNotify); the caller owns and closes them.
 	Files map[string]*os.File
 	proc  *os.Process
+	srv   *serving // a serving pod's channel (Spec.Serve)
 	done  chan struct{}
 	code  int
 	err   error
@@ -194,7 +195,9 @@ func (pd *Pending) start(spec *Spec) (*Process, error) {
 	}
 	pd.over = true
 	pd.specW = nil // the handshake closed it
-	if spec.OnExit != nil {
+	if spec.Serve {
+		p.serve(pd.statR)
+	} else if spec.OnExit != nil {
 		go watchExit(pd.statR, spec.OnExit)
 	} else {
 		pd.statR.Close()
@@ -399,7 +402,7 @@ func parseStatus(rec string, files []*os.File) (map[string]*os.File, error) {
 }
 
 func encodeSpec(spec *Spec) ([]byte, error) {
-	if len(spec.Args) == 0 {
+	if len(spec.Args) == 0 && !spec.Serve {
 		return nil, errdefs.Invalid("no command to run")
 	}
 	if !filepath.IsAbs(spec.RootDir) {
@@ -411,6 +414,7 @@ func encodeSpec(spec *Spec) ([]byte, error) {
 		TTY: spec.TTY, Rows: spec.Rows, Cols: spec.Cols, Seccomp: spec.Seccomp, Landlock: spec.Landlock,
 		SeccompNotify: spec.SeccompListener != nil && len(spec.Seccomp) > 0,
 		Cgroup:        spec.CgroupThreads,
+		Serve:         spec.Serve,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("encoding the pod spec: %w", err)

@@ -84,6 +84,15 @@ func Main() {
 	if err != nil {
 		report(status, err)
 	}
+	if spec.Serve {
+		if err := harden(spec, &h); err != nil {
+			report(status, err)
+		}
+		if err := h.send(status); err != nil {
+			os.Exit(sandbox.ExitSetup)
+		}
+		os.Exit(serve(status, spec))
+	}
 	sigs := notifySignals() // queued from now on, forwarded once the agent runs
 	agent, err := afterGo(spec, ready, &h)
 	if err != nil {
@@ -209,6 +218,9 @@ func beforeGo(spec *sandbox.InitSpec, h *handoff) (*ready, error) {
 	}
 	if err := buildView(spec); err != nil {
 		return nil, err
+	}
+	if spec.Serve {
+		return nil, nil // each command is looked up when it comes (serve.go)
 	}
 	path, err := prepare(spec)
 	if err != nil {

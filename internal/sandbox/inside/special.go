@@ -3,6 +3,7 @@ package inside
 import (
 	"errors"
 	"fmt"
+	"strconv"
 
 	"golang.org/x/sys/unix"
 
@@ -105,7 +106,7 @@ func (v *view) dev(m sandbox.Mount) error {
 			return fmt.Errorf("binding /dev/%s: %w", name, err)
 		}
 	}
-	if err := mountIn(dev, "pts", "devpts", []string{"newinstance", "", "ptmxmode", "0666", "mode", "0620"}, unix.MOUNT_ATTR_NOSUID|unix.MOUNT_ATTR_NOEXEC); err != nil {
+	if err := mountIn(dev, "pts", "devpts", []string{"newinstance", "", "ptmxmode", "0666", "mode", "0620", "uid", strconv.Itoa(v.uid), "gid", strconv.Itoa(v.gid)}, unix.MOUNT_ATTR_NOSUID|unix.MOUNT_ATTR_NOEXEC); err != nil {
 		return fmt.Errorf("mounting /dev/pts: %w", err)
 	}
 	if err := mountIn(dev, "shm", "tmpfs", []string{"mode", "1777"}, attrData|unix.MOUNT_ATTR_NOEXEC); err != nil {
