@@ -172,11 +172,14 @@ var verbs = []verb{
 	{[]string{"resume"}, newResumeCmd},
 	{[]string{"rollback"}, newRollbackCmd},
 	{[]string{"run"}, newRunCmd},
+	{[]string{"start"}, newStartCmd},
 	{[]string{"stats"}, newStatsCmd},
+	{[]string{"stop"}, newStopCmd},
 	{[]string{"status"}, newStatusCmd},
 	{[]string{"undo"}, newUndoCmd},
 	{[]string{"vault"}, newVaultCmd},
 	{[]string{"version"}, newVersionCmd},
+	{[]string{superviseArg}, newSuperviseCmd},
 }
 
 // verbsFor returns the one verb args[0] names, or every verb.

@@ -63,6 +63,14 @@ starts, 126 when it is not executable, 127 when it is not found.`,
 	fl.StringVarP(&f.workdir, "workdir", "w", "", "working directory inside the pod (default: your place in the workspace)")
 	fl.BoolVarP(&f.tty, "tty", "t", false, "allocate a pseudo-terminal even when stdin is not a terminal")
 	fl.BoolVarP(&f.noTTY, "no-tty", "T", false, "never allocate a pseudo-terminal")
+	addWallFlags(cmd, &f)
+	return cmd
+}
+
+// addWallFlags adds the flags that shape a pod's walls for as long as it
+// runs (run, start).
+func addWallFlags(cmd *cobra.Command, f *runFlags) {
+	fl := cmd.Flags()
 	fl.StringVar(&f.memory, "memory", "", "memory limit for this run, e.g. 2GiB")
 	fl.StringVar(&f.swap, "swap", "", "swap limit for this run")
 	fl.Float64Var(&f.cpus, "cpus", 0, "CPU limit for this run, e.g. 1.5")
@@ -70,7 +78,36 @@ starts, 126 when it is not executable, 127 when it is not found.`,
 	fl.StringVar(&f.timeout, "timeout", "", "stop the pod after this long, e.g. 4h")
 	fl.StringArrayVar(&f.downgrade, "downgrade", nil, "run without this wall if it cannot be built (seccomp, landlock, cgroups, network); audited")
 	fl.StringArrayVarP(&f.publish, "publish", "p", nil, "publish a pod port: [HOST_IP:]HOST_PORT:POD_PORT (host side binds 127.0.0.1 unless given)")
-	return cmd
+}
+
+// wallFlagSet names the first wall flag given, if any.
+func wallFlagSet(f *runFlags) string {
+	switch {
+	case f.memory != "":
+		return "--memory"
+	case f.swap != "":
+		return "--swap"
+	case f.cpus != 0:
+		return "--cpus"
+	case f.pids != 0:
+		return "--pids"
+	case f.timeout != "":
+		return "--timeout"
+	case len(f.downgrade) > 0:
+		return "--downgrade"
+	case len(f.publish) > 0:
+		return "--publish"
+	}
+	return ""
+}
+
+func checkPublish(publish []string) error {
+	for _, pub := range publish {
+		if _, _, err := config.ParsePublish(pub); err != nil {
+			return errdefs.Invalid("-p: %v", err)
+		}
+	}
+	return nil
 }
 
 // before counts the positional arguments before "--".
@@ -95,21 +132,23 @@ func runPod(cmd *cobra.Command, f *runFlags, name string, argv []string) error {
 	} else if f.config != "" {
 		fmt.Fprintf(os.Stderr, "airlock: warning: --config is read only when a pod is created; pod %s keeps its own config (%s)\n", p.Name, p.ConfigPath())
 	}
+	for _, kv := range f.env {
+		if k, _, ok := strings.Cut(kv, "="); !ok || k == "" {
+			return &exitError{exitUsage, fmt.Sprintf("-e %q: expected KEY=VALUE", kv)}
+		}
+	}
+	if pid, running := p.Running(); running {
+		// A started pod runs the command beside its others (exec.go).
+		return execInPod(p, pid, f, argv)
+	}
 	if err := recoverPod(p); err != nil {
 		return &exitError{125, err.Error()}
 	}
 	if err := applyRunFlags(p.Config, f); err != nil {
 		return &exitError{exitUsage, err.Error()}
 	}
-	for _, pub := range f.publish {
-		if _, _, err := config.ParsePublish(pub); err != nil {
-			return &exitError{exitUsage, "-p: " + err.Error()}
-		}
-	}
-	for _, kv := range f.env {
-		if k, _, ok := strings.Cut(kv, "="); !ok || k == "" {
-			return &exitError{exitUsage, fmt.Sprintf("-e %q: expected KEY=VALUE", kv)}
-		}
+	if err := checkPublish(f.publish); err != nil {
+		return &exitError{exitUsage, err.Error()}
 	}
 	tr := &trail{p: p}
 	defer tr.close()

@@ -1,6 +1,6 @@
 // Package control is the protocol between the airlock CLI and a running
 // pod's supervisor: one JSON request and one JSON response per connection
-// over a unix socket (pods/<name>/run/control.sock, mode 0600). The
+// (or, for "exec", a conversation: see exec.go) over a unix socket (pods/<name>/run/control.sock, mode 0600). The
 // supervisor accepts only peers whose kernel-reported uid is its own or
 // root (SO_PEERCRED), so another local user cannot steer a pod even if the
 // socket's permissions were loosened.
@@ -21,7 +21,11 @@ import (
 
 // Request is one command to the supervisor.
 type Request struct {
-	Op string `json:"op"` // "ping", "net.reload", "stop"
+	Op string `json:"op"` // "ping", "net.reload", "stop", "exec"
+	// GraceMS is how long "stop" gives the pod's processes after SIGTERM.
+	GraceMS int64 `json:"grace_ms,omitempty"`
+	// Exec is the command of an "exec" request.
+	Exec *ExecRequest `json:"exec,omitempty"`
 }
 
 // Response answers a Request.
@@ -38,11 +42,19 @@ type Handler func(Request) Response
 type Server struct {
 	ln   *net.UnixListener
 	path string
+	// Exec, when set before the first connection, serves "exec"
+	// requests; without it they are refused.
+	Exec func(*ExecSession)
 }
 
 // Listen creates the socket at path (replacing a stale one) and serves h
 // until Close.
 func Listen(path string, h Handler) (*Server, error) {
+	return ListenExec(path, h, nil)
+}
+
+// ListenExec is Listen with a server for "exec" requests.
+func ListenExec(path string, h Handler, x func(*ExecSession)) (*Server, error) {
 	_ = os.Remove(path)
 	old := unix.Umask(0o177)
 	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
@@ -50,7 +62,7 @@ func Listen(path string, h Handler) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("opening the control socket %s: %w", path, err)
 	}
-	s := &Server{ln: ln, path: path}
+	s := &Server{ln: ln, path: path, Exec: x}
 	go s.serve(h)
 	return s, nil
 }
@@ -61,22 +73,39 @@ func (s *Server) serve(h Handler) {
 		if err != nil {
 			return
 		}
-		go handle(c, h)
+		go s.handle(c, h)
 	}
 }
 
-func handle(c *net.UnixConn, h Handler) {
+func (s *Server) handle(c *net.UnixConn, h Handler) {
 	defer c.Close()
 	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
 	if err := checkPeer(c); err != nil {
 		_ = json.NewEncoder(c).Encode(Response{Error: err.Error()})
 		return
 	}
-	var req Request
-	if err := json.NewDecoder(c).Decode(&req); err != nil {
+	// The first read takes the files an exec request carries (its
+	// stdio); any other request carries none, and files it does carry
+	// are closed.
+	req, dec, files, err := readRequest(c)
+	if err != nil {
+		closeFiles(files)
 		_ = json.NewEncoder(c).Encode(Response{Error: "malformed request"})
 		return
 	}
+	if req.Op == "exec" {
+		if s.Exec == nil || req.Exec == nil {
+			closeFiles(files)
+			_ = json.NewEncoder(c).Encode(ExecEvent{Error: "this pod's supervisor runs one command and serves no other; stop it first, or start the pod with airlock start", Code: 125})
+			return
+		}
+		_ = c.SetDeadline(time.Time{})
+		sess := newSession(c, dec, *req.Exec, files)
+		defer sess.close()
+		s.Exec(sess)
+		return
+	}
+	closeFiles(files)
 	_ = json.NewEncoder(c).Encode(h(req))
 }
 

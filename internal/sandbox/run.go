@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/creack/pty"
 	"golang.org/x/sys/unix"
@@ -135,7 +136,7 @@ func runTTY(spec *Spec) (int, error) {
 	defer stopR.Close()
 	input := make(chan struct{})
 	go func() {
-		copyInput(ptmx, host, stopR)
+		CopyInput(ptmx, host, stopR)
 		close(input)
 	}()
 	copied := make(chan struct{})
@@ -150,11 +151,11 @@ func runTTY(spec *Spec) (int, error) {
 	return code, err
 }
 
-// copyInput copies the host terminal to the pod until stop becomes
+// CopyInput copies the host terminal to the pod until stop becomes
 // readable (closed). It reads only when poll says input is there, so it
 // never sits in a read that would hold the terminal or swallow a key
 // typed after the pod ended.
-func copyInput(dst io.Writer, src, stop *os.File) {
+func CopyInput(dst io.Writer, src, stop *os.File) {
 	buf := make([]byte, 4096)
 	fds := []unix.PollFd{{Fd: int32(src.Fd()), Events: unix.POLLIN}, {Fd: int32(stop.Fd()), Events: unix.POLLIN}}
 	for {
@@ -173,6 +174,43 @@ func copyInput(dst io.Writer, src, stop *os.File) {
 		}
 		if _, err := dst.Write(buf[:n]); err != nil {
 			return
+		}
+	}
+}
+
+// DefaultGrace is how long a stop gives a pod's processes after SIGTERM
+// before the kernel kills what is left.
+const DefaultGrace = 10 * time.Second
+
+// Serve starts a serving pod (spec.Serve), calls ready with it once every
+// wall is up, and waits until it stops: by Process.Stop, a signal to the
+// supervisor (SIGINT, SIGTERM, SIGHUP, SIGQUIT stop it with DefaultGrace;
+// a second one kills it), or the pod's end. The code is the init's.
+func Serve(spec *Spec, ready func(*Process)) (int, error) {
+	sigs, stop := notify(forwarded)
+	defer stop()
+	p, err := Start(spec)
+	if err != nil {
+		return startCode(err), err
+	}
+	ready(p)
+	done := make(chan struct{})
+	go func() {
+		<-p.done
+		close(done)
+	}()
+	stopping := false
+	for {
+		select {
+		case <-done:
+			return p.Wait()
+		case <-sigs:
+			if stopping {
+				_ = p.Signal(syscall.SIGKILL)
+				continue
+			}
+			stopping = true
+			_ = p.Stop(DefaultGrace)
 		}
 	}
 }

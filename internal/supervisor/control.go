@@ -1,13 +1,15 @@
 package supervisor
 
 import (
+	"time"
+
 	"github.com/airlock-dev/airlock/internal/config"
 	"github.com/airlock-dev/airlock/internal/control"
 )
 
 // serveControl opens the pod's control socket for the CLI's live commands.
 func (r *runner) serveControl() (func(), error) {
-	srv, err := control.Listen(r.o.Pod.ControlSocket(), r.handle)
+	srv, err := control.ListenExec(r.o.Pod.ControlSocket(), r.handle, r.exec)
 	if err != nil {
 		return nil, err
 	}
@@ -20,6 +22,8 @@ func (r *runner) handle(req control.Request) control.Response {
 		return control.Response{OK: true, Data: r.walls}
 	case "net.reload":
 		return r.reloadNet()
+	case "stop":
+		return r.stop(time.Duration(req.GraceMS) * time.Millisecond)
 	}
 	return control.Response{Error: "unknown operation " + req.Op}
 }

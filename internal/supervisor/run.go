@@ -37,6 +37,13 @@ type Options struct {
 	Audit     AuditFunc
 	// Warn prints a warning for the person at the terminal.
 	Warn func(format string, args ...any)
+	// Serve starts the pod with no command (airlock start): it keeps its
+	// walls up and runs each command sent over the control socket
+	// ("exec"), until it is stopped. Args, Env, Workdir, TTY and the
+	// stdio are then per command.
+	Serve bool
+	// Ready, with Serve, is called once the pod is up and serving.
+	Ready func()
 }
 
 // Wall names, as used in security.downgrade and status.
@@ -59,6 +66,9 @@ func Run(o Options) (int, error) {
 	defer release()
 	// The init execs and boots while the layer is prepared and the walls
 	// are built; it waits for its spec.
+	if o.Serve {
+		o.TTY, o.Stdin, o.Stdout, o.Stderr = false, nil, nil, nil
+	}
 	early, err := sandbox.Spawn(sandbox.SpawnOptions{NewNet: wantsNetNS(p.Config.Network), TTY: o.TTY, Stdin: o.Stdin, Stdout: o.Stdout, Stderr: o.Stderr})
 	if err == nil {
 		defer early.Abort() // a no-op once the pod has started
@@ -104,6 +114,13 @@ type runner struct {
 	newGroup chan groupResult
 	wall     atomic.Pointer[netwall.Wall]
 	initPID  atomic.Int64 // host pid of the pod's init, once started
+	// proc is a serving pod's init, once it serves (Options.Serve).
+	proc atomic.Pointer[sandbox.Process]
+	// stopping is set once a stop was asked for; stopKill kills the pod
+	// if the stop's grace runs out, unless ended says it is gone.
+	stopping atomic.Bool
+	stopKill atomic.Pointer[time.Timer]
+	ended    atomic.Bool
 	// recorded is closed once run.start and the run state are written.
 	recorded chan struct{}
 	cleaned  sync.Once
@@ -157,10 +174,28 @@ func (r *runner) run() (int, error) {
 	go func() {
 		defer close(r.recorded)
 		r.saveRunState(start, nil)
-		r.o.Audit("run.start", map[string]any{"args": r.spec.Args, "dir": r.spec.Dir, "walls": r.walls}, "ok")
+		details := map[string]any{"args": r.spec.Args, "dir": r.spec.Dir, "walls": r.walls}
+		if r.o.Serve {
+			details = map[string]any{"serve": true, "dir": r.spec.Dir, "walls": r.walls}
+		}
+		r.o.Audit("run.start", details, "ok")
 	}()
 	stopTimer := r.startTimeout()
-	code, err := sandbox.Run(r.spec)
+	var code int
+	if r.o.Serve {
+		code, err = sandbox.Serve(r.spec, func(p *sandbox.Process) {
+			r.proc.Store(p)
+			if r.o.Ready != nil {
+				r.o.Ready()
+			}
+		})
+	} else {
+		code, err = sandbox.Run(r.spec)
+	}
+	r.ended.Store(true)
+	if t := r.stopKill.Load(); t != nil {
+		t.Stop()
+	}
 	stopTimer()
 	r.finish(start, code, err)
 	if err != nil {
@@ -283,13 +318,14 @@ func (r *runner) buildSpec() error {
 	if home == "" {
 		home = homeDir()
 	}
-	args, err := r.command()
-	if err != nil {
-		return err
-	}
-	dir, err := r.workdir()
-	if err != nil {
-		return err
+	var args []string
+	dir := p.State.Workspace
+	if !r.o.Serve {
+		var err error
+		if args, err = r.command(r.o.Args, os.Getenv("SHELL")); err != nil {
+			return err
+		}
+		dir = r.workdir(r.o.Workdir, cwd())
 	}
 	inv := pod.InvokerFor(p.State.Workspace)
 	r.spec = &sandbox.Spec{
@@ -305,6 +341,7 @@ func (r *runner) buildSpec() error {
 		Stdout:   r.o.Stdout,
 		Stderr:   r.o.Stderr,
 		Early:    r.early,
+		Serve:    r.o.Serve,
 	}
 	view := sandbox.ViewConfig{Roots: p.Roots()}
 	fs := r.cfg.Filesystem
@@ -345,14 +382,15 @@ func (r *runner) hostname() string {
 	return r.o.Pod.Name
 }
 
-func (r *runner) command() ([]string, error) {
-	if len(r.o.Args) > 0 {
-		return r.o.Args, nil
+// command is what to run: the given arguments, else run.command, else
+// the caller's shell.
+func (r *runner) command(given []string, sh string) ([]string, error) {
+	if len(given) > 0 {
+		return given, nil
 	}
 	if len(r.cfg.Run.Command) > 0 {
 		return r.cfg.Run.Command, nil
 	}
-	sh := os.Getenv("SHELL")
 	if sh == "" {
 		sh = "/bin/sh"
 	}
@@ -360,26 +398,30 @@ func (r *runner) command() ([]string, error) {
 }
 
 // workdir keeps the caller's place: run from ws/src and the agent starts
-// in ws/src inside the pod too.
-func (r *runner) workdir() (string, error) {
+// in ws/src inside the pod too. given is -w; cwd the caller's directory.
+func (r *runner) workdir(given, cwd string) string {
 	ws := r.o.Pod.State.Workspace
-	if r.o.Workdir != "" {
-		d := r.o.Workdir
+	if given != "" {
+		d := given
 		if !filepath.IsAbs(d) {
 			d = filepath.Join(ws, d)
 		}
-		return filepath.Clean(d), nil
+		return filepath.Clean(d)
 	}
 	if r.cfg.Run.Workdir != "" {
-		return expandPath(r.cfg.Run.Workdir, homeDir(), ws), nil
+		return expandPath(r.cfg.Run.Workdir, homeDir(), ws)
 	}
-	cwd, err := os.Getwd()
-	if err == nil {
+	if cwd != "" {
 		if real, err := filepath.EvalSymlinks(cwd); err == nil && (real == ws || strings.HasPrefix(real, ws+"/")) {
-			return real, nil
+			return real
 		}
 	}
-	return ws, nil
+	return ws
+}
+
+func cwd() string {
+	d, _ := os.Getwd()
+	return d
 }
 
 // startTimeout enforces resources.timeout: a warning in the audit trail

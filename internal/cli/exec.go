@@ -1,0 +1,146 @@
+package cli
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/creack/pty"
+	"golang.org/x/sys/unix"
+	"golang.org/x/term"
+
+	"github.com/airlock-dev/airlock/internal/control"
+	"github.com/airlock-dev/airlock/internal/pod"
+	"github.com/airlock-dev/airlock/internal/sandbox"
+)
+
+// execInPod runs argv in a pod that is already running, through its
+// supervisor: beside the pod's other commands, inside the walls it was
+// started with. Only a pod started with airlock start takes commands; a
+// pod running one command says so. Without a TTY the command gets this
+// process's own fds 0-2; with one, a pty of the pod's devpts whose master
+// this process copies to and from the terminal.
+func execInPod(p *pod.Pod, pid int, f *runFlags, argv []string) error {
+	if fl := wallFlagSet(f); fl != "" {
+		return &exitError{exitUsage, fmt.Sprintf("pod %s is running (supervisor pid %d); %s shapes the whole pod: give it to airlock start, or stop the pod first", p.Name, pid, fl)}
+	}
+	dir, _ := os.Getwd()
+	req := control.ExecRequest{Args: argv, Env: f.env, Environ: os.Environ(), Cwd: dir, Workdir: f.workdir, TTY: wantTTY(f)}
+	if req.TTY {
+		if ws, err := unix.IoctlGetWinsize(int(os.Stdin.Fd()), unix.TIOCGWINSZ); err == nil {
+			req.Rows, req.Cols = ws.Row, ws.Col
+		}
+	}
+	x, err := control.Exec(p.ControlSocket(), req, []*os.File{os.Stdin, os.Stdout, os.Stderr})
+	if err != nil {
+		var ee *control.ExecError
+		if errors.As(err, &ee) {
+			return &exitError{ee.Code, ee.Msg}
+		}
+		return &exitError{sandbox.ExitSetup, err.Error()}
+	}
+	var code int
+	if req.TTY {
+		code, err = relayTerminal(x)
+	} else {
+		code, err = waitForwarding(x, nil)
+	}
+	if err != nil {
+		return &exitError{code, err.Error()}
+	}
+	if code != 0 {
+		return &exitError{code, ""}
+	}
+	return nil
+}
+
+// forwarded are the signals passed on to the command instead of ending
+// this process; in TTY mode the terminal's keys reach it through the pty.
+var forwarded = []os.Signal{syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT}
+
+// waitForwarding waits for the command's end, passing signals on; winch,
+// if set, is called on SIGWINCH.
+func waitForwarding(x *control.ExecClient, winch func()) (int, error) {
+	sigs := make(chan os.Signal, 8)
+	list := forwarded
+	if winch != nil {
+		list = append(list, syscall.SIGWINCH)
+	}
+	signal.Notify(sigs, list...)
+	defer signal.Stop(sigs)
+	type result struct {
+		code int
+		err  error
+	}
+	done := make(chan result, 1)
+	go func() {
+		code, err := x.Wait()
+		done <- result{code, err}
+	}()
+	for {
+		select {
+		case r := <-done:
+			return r.code, r.err
+		case s := <-sigs:
+			if s == syscall.SIGWINCH {
+				winch()
+				continue
+			}
+			_ = x.Signal(int(s.(syscall.Signal)))
+		}
+	}
+}
+
+// relayTerminal copies between this terminal (raw while the command runs,
+// restored on every path) and the command's pty.
+func relayTerminal(x *control.ExecClient) (int, error) {
+	ptmx := x.Terminal
+	if ptmx == nil {
+		x.Close()
+		return sandbox.ExitSetup, errors.New("the pod's supervisor handed back no terminal")
+	}
+	defer ptmx.Close()
+	host := os.Stdin
+	if term.IsTerminal(int(host.Fd())) {
+		old, err := term.MakeRaw(int(host.Fd()))
+		if err != nil {
+			x.Close()
+			return sandbox.ExitSetup, fmt.Errorf("putting the terminal in raw mode: %w", err)
+		}
+		defer func() { _ = term.Restore(int(host.Fd()), old) }()
+	}
+	resize := func() { _ = pty.InheritSize(host, ptmx) }
+	resize()
+	stopR, stopW, err := os.Pipe()
+	if err != nil {
+		x.Close()
+		return sandbox.ExitSetup, err
+	}
+	defer stopR.Close()
+	input := make(chan struct{})
+	go func() {
+		sandbox.CopyInput(ptmx, host, stopR)
+		close(input)
+	}()
+	copied := make(chan struct{})
+	go func() {
+		_, _ = io.Copy(os.Stdout, ptmx) // EIO once no process holds the pty
+		close(copied)
+	}()
+	code, err := waitForwarding(x, resize)
+	// What the command wrote last is still in the pty: read it until the
+	// pty is closed, or briefly if a background process keeps it open.
+	select {
+	case <-copied:
+	case <-time.After(200 * time.Millisecond):
+		_ = ptmx.SetReadDeadline(time.Now())
+		<-copied
+	}
+	stopW.Close()
+	<-input
+	return code, err
+}
