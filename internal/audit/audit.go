@@ -75,7 +75,10 @@ var Durable = map[string]bool{
 	"pod.create": true, "pod.destroy": true,
 	"commit": true, "commit.recover": true, "undo": true, "rollback": true,
 	"wall.downgrade": true, "wall.network": true,
-	"run.start": true, "run.exit": true, "kill": true,
+	"run.start": true, "run.exit": true, "kill": true, "stop": true,
+	// A command run into a started pod is on disk before it starts;
+	// its end is synced just after the person is told (Log.Sync).
+	"exec.start": true,
 	"vault.set": true, "vault.get": true, "vault.remove": true,
 	"queue.approve": true, "queue.deny": true,
 	"snapshot.create": true, "snapshot.restore": true, "snapshot.remove": true,

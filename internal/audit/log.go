@@ -248,6 +248,16 @@ func (l *Log) flush() error {
 	return nil
 }
 
+// Sync makes every line appended so far durable.
+func (l *Log) Sync() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.f == nil {
+		return nil
+	}
+	return l.flush()
+}
+
 // Close syncs what was appended and closes the files.
 func (l *Log) Close() error {
 	l.mu.Lock()

@@ -195,6 +195,16 @@ func (t *trail) record(action string, details map[string]any, outcome string) {
 	}
 }
 
+// sync makes the records so far durable.
+func (t *trail) sync() {
+	t.open()
+	if t.err == nil {
+		if err := t.l.Sync(); err != nil {
+			fmt.Fprintln(os.Stderr, "airlock: warning: "+oneLine(fmt.Sprintf("syncing the audit trail of %s: %v", t.p.Name, err)))
+		}
+	}
+}
+
 func (t *trail) close() {
 	if t.prepared != nil {
 		<-t.prepared
@@ -209,7 +219,7 @@ func (t *trail) close() {
 // refuseRunning stops layer-changing commands while the overlay is mounted.
 func refuseRunning(p *pod.Pod, verb string) error {
 	if pid, running := p.Running(); running {
-		err := errdefs.Busy("pod %s is running (supervisor pid %d); %s needs it stopped: exit the agent or run airlock kill %s", p.Name, pid, verb, p.Name)
+		err := errdefs.Busy("pod %s is running (supervisor pid %d); %s needs it stopped: airlock stop %s (or exit its agent)", p.Name, pid, verb, p.Name)
 		record(p, verb, nil, "refused: pod running")
 		return err
 	}

@@ -14,17 +14,19 @@ import (
 
 // summary is what ls and status print about a pod.
 type summary struct {
-	Name      string            `json:"name"`
-	Workspace string            `json:"workspace"`
-	State     string            `json:"state"`
-	PID       int               `json:"supervisor_pid,omitempty"`
-	Created   time.Time         `json:"created"`
-	LastRun   *time.Time        `json:"last_run,omitempty"`
-	LastExit  *int              `json:"last_exit,omitempty"`
-	Changes   *int              `json:"changes,omitempty"`
-	Walls     map[string]string `json:"walls,omitempty"`
-	Dir       string            `json:"dir"`
-	Error     string            `json:"error,omitempty"` // state "broken": why the pod cannot be loaded
+	Name      string `json:"name"`
+	Workspace string `json:"workspace"`
+	State     string `json:"state"`
+	// Serving: the pod was started (airlock start) and runs each airlock run.
+	Serving  bool              `json:"serving,omitempty"`
+	PID      int               `json:"supervisor_pid,omitempty"`
+	Created  time.Time         `json:"created"`
+	LastRun  *time.Time        `json:"last_run,omitempty"`
+	LastExit *int              `json:"last_exit,omitempty"`
+	Changes  *int              `json:"changes,omitempty"`
+	Walls    map[string]string `json:"walls,omitempty"`
+	Dir      string            `json:"dir"`
+	Error    string            `json:"error,omitempty"` // state "broken": why the pod cannot be loaded
 }
 
 func podSummary(p *pod.Pod) summary {
@@ -34,6 +36,7 @@ func podSummary(p *pod.Pod) summary {
 	}
 	if rs, ok := p.LastRun(); ok {
 		s.LastRun, s.LastExit, s.Walls = &rs.Started, rs.Exit, rs.Walls
+		s.Serving = s.PID != 0 && rs.Serve && rs.Exit == nil
 	}
 	return s
 }

@@ -242,7 +242,7 @@ func supervise(f *runFlags, name string) error {
 	fmt.Fprintln(os.Stderr, time.Now().UTC().Format(time.RFC3339)+" airlock: supervising pod "+p.Name)
 	code, err := supervisor.Run(supervisor.Options{
 		Pod: p, Serve: true, Downgrade: f.downgrade, Publish: f.publish,
-		Audit: tr.record, Warn: warn,
+		Audit: tr.record, SyncAudit: tr.sync, Warn: warn,
 		Ready: func() { answer("ok") },
 	})
 	if err != nil {

@@ -36,6 +36,9 @@ func newStatusCmd() *cobra.Command {
 			fmt.Fprintf(w, "pod:        %s\n", sum.Name)
 			fmt.Fprintf(w, "workspace:  %s\n", layer.EscapeName(sum.Workspace))
 			state := sum.State
+			if sum.Serving {
+				state += ", started: airlock run " + sum.Name + " -- CMD runs in it"
+			}
 			if sum.PID != 0 {
 				state += fmt.Sprintf(" (supervisor pid %d)", sum.PID)
 			}
@@ -45,7 +48,11 @@ func newStatusCmd() *cobra.Command {
 				if sum.LastExit != nil {
 					exit = fmt.Sprint(*sum.LastExit)
 				}
-				fmt.Fprintf(w, "last run:   %s (exit %s)\n", sum.LastRun.Local().Format("2006-01-02 15:04:05"), exit)
+				if sum.Serving {
+					fmt.Fprintf(w, "started:    %s\n", sum.LastRun.Local().Format("2006-01-02 15:04:05"))
+				} else {
+					fmt.Fprintf(w, "last run:   %s (exit %s)\n", sum.LastRun.Local().Format("2006-01-02 15:04:05"), exit)
+				}
 			}
 			if sum.Changes != nil {
 				fmt.Fprintf(w, "changes:    %d (airlock diff shows them)\n", *sum.Changes)

@@ -26,6 +26,9 @@ type RunState struct {
 	// supervisor died before it could record one.
 	Exit  *int              `json:"exit,omitempty"`
 	Walls map[string]string `json:"walls,omitempty"` // wall -> status
+	// Serve marks a started pod (airlock start), which runs each airlock
+	// run sent to it rather than one command.
+	Serve bool `json:"serve,omitempty"`
 }
 
 // LastRun returns what the last run recorded; ok is false when the pod

@@ -80,8 +80,13 @@ func (r *runner) exec(s *control.ExecSession) {
 		}
 	}()
 	code := e.Wait()
+	// The end is on the trail (written, not yet synced) before the
+	// person learns of it, and on disk just after.
 	r.execEnd(start, code, "ok")
 	s.Exit(code)
+	if r.o.SyncAudit != nil {
+		r.o.SyncAudit()
+	}
 }
 
 func (r *runner) execEnd(start time.Time, code int, outcome string) {

@@ -35,6 +35,8 @@ type Options struct {
 	Downgrade []string
 	Publish   []string
 	Audit     AuditFunc
+	// SyncAudit, when set, makes every record so far durable.
+	SyncAudit func()
 	// Warn prints a warning for the person at the terminal.
 	Warn func(format string, args ...any)
 	// Serve starts the pod with no command (airlock start): it keeps its
@@ -262,7 +264,7 @@ func (r *runner) runHooks(pid int) error {
 // saveRunState records the run in run/last.json (not synced: see
 // pod.RunState). The run lock, held, orders it with every other write.
 func (r *runner) saveRunState(start time.Time, exit *int) {
-	_ = r.o.Pod.SaveRun(pod.RunState{Started: start, Exit: exit, Walls: r.walls})
+	_ = r.o.Pod.SaveRun(pod.RunState{Started: start, Exit: exit, Walls: r.walls, Serve: r.o.Serve})
 }
 
 // finish records what happened after the pod stopped: the exit, the
