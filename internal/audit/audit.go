@@ -79,7 +79,7 @@ var Durable = map[string]bool{
 	// A command run into a started pod is on disk before it starts;
 	// its end is synced just after the person is told (Log.Sync).
 	"exec.start": true,
-	"vault.set": true, "vault.get": true, "vault.remove": true,
+	"vault.set":  true, "vault.get": true, "vault.remove": true,
 	"queue.approve": true, "queue.deny": true,
 	"snapshot.create": true, "snapshot.restore": true, "snapshot.remove": true,
 }
