@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Start-up figures, side by side with bubblewrap, in one run:
-#   - warm `airlock run POD -- true` (default walls, and with network: none)
-#     against bwrap building the nearest equivalent walls, and against the
+#   - warm `airlock run POD -- true` (default walls, and with network: none),
+#     and into a started pod (airlock start: the walls stay up between
+#     runs, each run is a command forked inside them), against bwrap building the nearest equivalent walls, and against the
 #     floor of Airlock's process shape (bench/floor: a Go supervisor and a
 #     Go init in the same namespaces, no walls);
 #   - a fresh create + run + destroy;
@@ -24,6 +25,9 @@ printf 'version: 1\nresources:\n  disk:\n    bytes: 0\n    inodes: 0\n' >"$scrat
 "$bin" run warm -T -- true
 "$bin" run warmnone -T -- true
 "$bin" run warmnd -T -- true
+"$bin" init warmst --workspace "$ws" >/dev/null
+"$bin" start warmst >/dev/null
+"$bin" run warmst -T -- true
 
 # bubblewrap building the nearest equivalent of the pod's walls: new
 # mount, PID, IPC, UTS and network namespaces, a new session, no
@@ -53,6 +57,7 @@ hyperfine -N --warmup 20 --runs "$runs" --export-json "$out/run-true.json" \
 	-n "airlock run (default walls)" "$bin run warm -T -- true" \
 	-n "airlock run (network: none)" "$bin run warmnone -T -- true" \
 	-n "airlock run (no disk wall)" "$bin run warmnd -T -- true" \
+	-n "airlock run into a started pod (default walls)" "$bin run warmst -T -- true" \
 	-n "bwrap (nearest walls, no seccomp)" "${bw[*]} true" \
 	-n "floor: Go supervisor + Go init in new namespaces, no walls" "$scratch/bin/floor true" >/dev/null
 # bwrap reads the seccomp program from an fd, so this one goes through a
@@ -66,6 +71,10 @@ ours=$(median "$out/run-true.json" "airlock run (default walls)")
 bwsc=$(python3 -c "print('%.2f' % ($(median "$out/run-true-bwrap-seccomp.json" "bwrap (nearest walls + seccomp)") - $(median "$out/run-true-bwrap-seccomp.json" "bash -c true")))")
 figure "warm run -- true, median ms" "$ours" "bwrap $bwsc" "<= 10" "$(verdict "$ours" '<=' 10)"
 figure "warm run -- true, x bwrap" "$(python3 -c "print('%.2f' % ($ours / $bwsc))")" "1.00" "<= 1.5" "$(verdict "$(python3 -c "print($ours / $bwsc)")" '<=' 1.5)"
+started=$(median "$out/run-true.json" "airlock run into a started pod (default walls)")
+figure "warm run -- true into a started pod, median ms" "$started" "bwrap $bwsc" "<= 10" "$(verdict "$started" '<=' 10)"
+figure "warm run -- true into a started pod, x bwrap" "$(python3 -c "print('%.2f' % ($started / $bwsc))")" "1.00" "<= 1.5" "$(verdict "$(python3 -c "print($started / $bwsc)")" '<=' 1.5)"
+"$bin" stop warmst >/dev/null
 figure "floor (two Go processes, namespaces, exec; no walls), median ms" "$(median "$out/run-true.json" "floor: Go supervisor + Go init in new namespaces, no walls")" "bwrap $bwsc" "(context)" "-"
 none=$(median "$out/run-true.json" "airlock run (network: none)")
 figure "warm run -- true (network: none), median ms" "$none" "bwrap $bwsc" "(context)" "-"

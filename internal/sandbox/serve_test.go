@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/airlock-dev/airlock/internal/errdefs"
 	"github.com/airlock-dev/airlock/internal/sandbox"
 )
@@ -184,5 +186,40 @@ func TestServeWallsMatchRun(t *testing.T) {
 		if !strings.Contains(out, op+" => "+want+"\n") {
 			t.Errorf("%s: one-command pod %q, served command output %q", op, want, out)
 		}
+	}
+}
+
+// A host directory (or an O_PATH descriptor) as a command's stdio would
+// be a way out of the pod's view: openat and fchdir from it walk the
+// host's tree. Neither a one-command pod nor a served command takes one.
+func TestStdioDirectoryRefused(t *testing.T) {
+	f := newFixture(t, "ws")
+	dir, err := os.Open("/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dir.Close()
+	opath, err := os.OpenFile("/etc", unix.O_PATH, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer opath.Close()
+	for _, bad := range []*os.File{dir, opath} {
+		spec := f.spec(t, "sh", "-c", "ls /proc/self/fd/0/ && touch /proc/self/fd/0/tmp/airlock-escaped")
+		spec.Stdin = bad
+		if code, _, err := run(t, spec); code != 125 || !errors.Is(err, errdefs.ErrInvalid) {
+			t.Errorf("one-command pod with %s as stdin: code %d, err %v", bad.Name(), code, err)
+		}
+	}
+	p := startServing(t, f)
+	for _, bad := range []*os.File{dir, opath} {
+		_, err := p.Exec(sandbox.ExecOptions{Args: []string{"true"}, Env: []string{"PATH=/usr/bin:/bin"}, Dir: f.ws, Stdout: bad})
+		if !errors.Is(err, errdefs.ErrInvalid) {
+			t.Errorf("served command with %s as stdout: err %v", bad.Name(), err)
+		}
+	}
+	if _, err := os.Stat("/tmp/airlock-escaped"); err == nil {
+		os.Remove("/tmp/airlock-escaped")
+		t.Fatal("a command escaped through a directory fd")
 	}
 }

@@ -433,6 +433,10 @@ func stdFiles(stdin, stdout, stderr *os.File) ([]*os.File, func(), error) {
 	}
 	for i, f := range files {
 		if f != nil {
+			if err := checkStdio(i, f); err != nil {
+				closeAll()
+				return nil, nil, err
+			}
 			continue
 		}
 		null, err := os.OpenFile(os.DevNull, os.O_RDWR, 0)
@@ -444,6 +448,30 @@ func stdFiles(stdin, stdout, stderr *os.File) ([]*os.File, func(), error) {
 		files[i] = null
 	}
 	return files, closeAll, nil
+}
+
+// checkStdio refuses to hand the pod an fd 0-2 that is a directory or an
+// O_PATH descriptor: a directory of the host's file system, held open
+// inside the pod, is a way out of its view (openat or fchdir from it walk
+// the host's tree, not the pod's).
+func checkStdio(n int, f *os.File) error {
+	name := [3]string{"standard input", "standard output", "standard error"}[n]
+	fd := int(f.Fd())
+	fl, err := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0)
+	if err != nil {
+		return fmt.Errorf("checking %s: %w", name, err)
+	}
+	if fl&unix.O_PATH != 0 {
+		return errdefs.Invalid("%s is an O_PATH descriptor; a pod gets only files, pipes, sockets and terminals as its stdio", name)
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return fmt.Errorf("checking %s: %w", name, err)
+	}
+	if st.Mode&unix.S_IFMT == unix.S_IFDIR {
+		return errdefs.Invalid("%s is a directory; a pod gets only files, pipes, sockets and terminals as its stdio (a host directory open inside the pod would lead out of its view)", name)
+	}
+	return nil
 }
 
 // Signal sends sig to the pod's init, which forwards it to the command
