@@ -240,15 +240,17 @@ func supervise(f *runFlags, name string) error {
 		fmt.Fprintln(os.Stderr, time.Now().UTC().Format(time.RFC3339)+" airlock: warning: "+oneLine(fmt.Sprintf(format, args...)))
 	}
 	fmt.Fprintln(os.Stderr, time.Now().UTC().Format(time.RFC3339)+" airlock: supervising pod "+p.Name)
-	code, err := supervisor.Run(supervisor.Options{
+	_, err = supervisor.Run(supervisor.Options{
 		Pod: p, Serve: true, Downgrade: f.downgrade, Publish: f.publish,
 		Audit: tr.record, SyncAudit: tr.sync, Warn: warn,
 		Ready: func() { answer("ok") },
 	})
 	if err != nil {
-		return fail(code, err)
+		// start reports the exit codes of every verb but run (5 busy, 6
+		// unsupported, ...), not run's 125.
+		return fail(exitCode(err), err)
 	}
-	answer("error 125 the pod stopped before it was up")
+	answer("error 1 the pod stopped before it was up")
 	fmt.Fprintln(os.Stderr, time.Now().UTC().Format(time.RFC3339)+" airlock: pod "+p.Name+" stopped")
 	return nil
 }

@@ -69,7 +69,7 @@ func (p *Pod) AcquireRun() (release func(), err error) {
 		f.Close()
 		if errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EACCES) {
 			pid, _ := p.Running()
-			return nil, errdefs.Busy("pod %s is already running (pid %d); attach to it, or airlock kill %s", p.Name, pid, p.Name)
+			return nil, errdefs.Busy("pod %s is already running (pid %d); stop it with airlock stop %s", p.Name, pid, p.Name)
 		}
 		return nil, fmt.Errorf("marking pod %s running: %w", p.Name, os.NewSyscallError("fcntl", err))
 	}
