@@ -23,6 +23,11 @@
 //     is reaped. When the init dies the kernel kills every process in the
 //     pod's PID namespace, and its mount namespace, with every mount of the
 //     view, goes with it: nothing is mounted on the host.
+//   - A serving pod (Spec.Serve) keeps the status socket as a two-way
+//     channel after the first record: Process.Exec sends a command with
+//     its stdio attached, and the init answers with its start and, later,
+//     its end. No fd 0-2 of any pod is a directory or an O_PATH
+//     descriptor.
 //   - Fail closed: Start returns an error, and the command never runs, when
 //     any wall cannot be built.
 package sandbox

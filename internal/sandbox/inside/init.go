@@ -27,6 +27,10 @@
 // the supervisor's hooks never race a dying init, and the report is the
 // same as if the step had run after go.
 //
+// A serving init (spec.Serve, airlock start) does the same up to and with
+// the hardening, starts no agent, and then starts each command the
+// supervisor sends it from the same hardened thread (serve.go).
+//
 // The init runs on one locked OS thread: credentials and most prctl
 // settings are per thread, and the agent is forked from that thread.
 // Seccomp (TSYNC) covers every thread of the init; Landlock the locked
