@@ -3,6 +3,7 @@ package supervisor
 import (
 	"errors"
 	"os"
+	"strings"
 	"syscall"
 	"time"
 
@@ -35,7 +36,11 @@ func (r *runner) exec(s *control.ExecSession) {
 	}
 	dir := r.workdir(req.Workdir, req.Cwd)
 	pd := r.o.Pod
-	env := BuildEnv(identityEnv(req.Environ, pod.InvokerFor(pd.State.Workspace), pd.State.Home), r.cfg.Run.Env, req.Env, r.hostname())
+	env := BuildEnv(identityEnv(req.Environ, pod.InvokerFor(pd.State.Workspace), pd.State.Home), r.cfg.Run.Env, req.Env, pd.Name)
+	for _, kv := range r.wallEnv {
+		k, v, _ := strings.Cut(kv, "=")
+		env = setEnv(env, k, v)
+	}
 	start := time.Now()
 	r.o.Audit("exec.start", map[string]any{"args": args, "dir": dir, "tty": req.TTY}, "ok")
 	o := sandbox.ExecOptions{Args: args, Env: env, Dir: dir, TTY: req.TTY, Rows: req.Rows, Cols: req.Cols}

@@ -29,3 +29,25 @@ func TestHideAround(t *testing.T) {
 		t.Errorf("the dir is a root: hide %v, want nothing", got)
 	}
 }
+
+// A started pod's commands get what the walls added to an ordinary run's
+// environment (proxy, vault placeholders, CA bundle), and nothing else
+// of the supervisor's.
+func TestAddedEnv(t *testing.T) {
+	base := []string{"HOME=/h", "PATH=/bin", "TOKEN=user"}
+	env := setEnv(append(append([]string(nil), base...), "HTTPS_PROXY=http://10.0.0.1:3128"), "TOKEN", "airlock-placeholder")
+	got := addedEnv(base, env)
+	want := []string{"TOKEN=airlock-placeholder", "HTTPS_PROXY=http://10.0.0.1:3128"}
+	if len(got) != len(want) {
+		t.Fatalf("added %q, want %q", got, want)
+	}
+	for _, kv := range want {
+		found := false
+		for _, g := range got {
+			found = found || g == kv
+		}
+		if !found {
+			t.Errorf("added %q lacks %q", got, kv)
+		}
+	}
+}
