@@ -35,6 +35,16 @@ func execInPod(p *pod.Pod, pid int, f *runFlags, argv []string) error {
 			req.Rows, req.Cols = ws.Row, ws.Col
 		}
 	}
+	// The signals are taken before the command exists, so that none sent
+	// as it starts ends this process instead of reaching the command;
+	// what comes before the start is passed on once it runs.
+	list := forwarded
+	if req.TTY {
+		list = append(list, syscall.SIGWINCH)
+	}
+	sigs := make(chan os.Signal, 8)
+	signal.Notify(sigs, list...)
+	defer signal.Stop(sigs)
 	x, err := control.Exec(p.ControlSocket(), req, []*os.File{os.Stdin, os.Stdout, os.Stderr})
 	if err != nil {
 		var ee *control.ExecError
@@ -45,9 +55,9 @@ func execInPod(p *pod.Pod, pid int, f *runFlags, argv []string) error {
 	}
 	var code int
 	if req.TTY {
-		code, err = relayTerminal(x)
+		code, err = relayTerminal(x, sigs)
 	} else {
-		code, err = waitForwarding(x, nil)
+		code, err = waitForwarding(x, sigs, nil)
 	}
 	if err != nil {
 		return &exitError{code, err.Error()}
@@ -62,16 +72,9 @@ func execInPod(p *pod.Pod, pid int, f *runFlags, argv []string) error {
 // this process; in TTY mode the terminal's keys reach it through the pty.
 var forwarded = []os.Signal{syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT}
 
-// waitForwarding waits for the command's end, passing signals on; winch,
-// if set, is called on SIGWINCH.
-func waitForwarding(x *control.ExecClient, winch func()) (int, error) {
-	sigs := make(chan os.Signal, 8)
-	list := forwarded
-	if winch != nil {
-		list = append(list, syscall.SIGWINCH)
-	}
-	signal.Notify(sigs, list...)
-	defer signal.Stop(sigs)
+// waitForwarding waits for the command's end, passing the signals from
+// sigs on; winch, if set, is called on SIGWINCH.
+func waitForwarding(x *control.ExecClient, sigs <-chan os.Signal, winch func()) (int, error) {
 	type result struct {
 		code int
 		err  error
@@ -87,7 +90,9 @@ func waitForwarding(x *control.ExecClient, winch func()) (int, error) {
 			return r.code, r.err
 		case s := <-sigs:
 			if s == syscall.SIGWINCH {
-				winch()
+				if winch != nil {
+					winch()
+				}
 				continue
 			}
 			_ = x.Signal(int(s.(syscall.Signal)))
@@ -97,7 +102,7 @@ func waitForwarding(x *control.ExecClient, winch func()) (int, error) {
 
 // relayTerminal copies between this terminal (raw while the command runs,
 // restored on every path) and the command's pty.
-func relayTerminal(x *control.ExecClient) (int, error) {
+func relayTerminal(x *control.ExecClient, sigs <-chan os.Signal) (int, error) {
 	ptmx := x.Terminal
 	if ptmx == nil {
 		x.Close()
@@ -131,7 +136,7 @@ func relayTerminal(x *control.ExecClient) (int, error) {
 		_, _ = io.Copy(os.Stdout, ptmx) // EIO once no process holds the pty
 		close(copied)
 	}()
-	code, err := waitForwarding(x, resize)
+	code, err := waitForwarding(x, sigs, resize)
 	// What the command wrote last is still in the pty: read it until the
 	// pty is closed, or briefly if a background process keeps it open.
 	select {

@@ -81,7 +81,10 @@ func startPod(cmd *cobra.Command, f *runFlags, name string, asJSON bool) error {
 		fmt.Fprintf(os.Stderr, "airlock: warning: --config is read only when a pod is created; pod %s keeps its own config (%s)\n", p.Name, p.ConfigPath())
 	}
 	if pid, running := p.Running(); running {
-		return errdefs.Busy("pod %s is already running (supervisor pid %d); run commands in it with airlock run %s -- CMD, or stop it with airlock stop %s", p.Name, pid, p.Name, p.Name)
+		if rs, ok := p.LastRun(); ok && rs.Serve && rs.Exit == nil {
+			return errdefs.Busy("pod %s is already running (started, supervisor pid %d); run commands in it with airlock run %s -- CMD, or stop it with airlock stop %s", p.Name, pid, p.Name, p.Name)
+		}
+		return errdefs.Busy("pod %s is already running a command (supervisor pid %d); wait for it, or stop it with airlock stop %s, then start it", p.Name, pid, p.Name)
 	}
 	// The flags are checked here, where the person sees the error; the
 	// supervisor applies them again.

@@ -61,6 +61,13 @@ type ExecSignal struct {
 // maxFiles bounds the files one request may carry (fds 0-2).
 const maxFiles = 3
 
+// maxRequest bounds one request (a command line and environment can be a
+// few MiB: ARG_MAX is a quarter of the stack limit).
+const maxRequest = 32 << 20
+
+// startTimeout bounds the wait for a command's start.
+const startTimeout = 30 * time.Second
+
 // readRequest reads the first request of a connection and the files sent
 // with it. The decoder it returns holds whatever followed.
 func readRequest(c *net.UnixConn) (Request, *json.Decoder, []*os.File, error) {
@@ -84,7 +91,7 @@ func readRequest(c *net.UnixConn) (Request, *json.Decoder, []*os.File, error) {
 	if err != nil && n == 0 {
 		return req, nil, files, err
 	}
-	dec := json.NewDecoder(io.MultiReader(bytes.NewReader(buf[:n]), c))
+	dec := json.NewDecoder(io.LimitReader(io.MultiReader(bytes.NewReader(buf[:n]), c), maxRequest))
 	if err := dec.Decode(&req); err != nil {
 		return req, nil, files, err
 	}
@@ -218,14 +225,27 @@ func Exec(path string, req ExecRequest, stdio []*os.File) (*ExecClient, error) {
 		}
 		oob = unix.UnixRights(fds...)
 	}
-	if _, _, err := c.WriteMsgUnix(append(b, '\n'), oob, nil); err != nil {
+	// One sendmsg carries the files and as much of the request as the
+	// socket takes; the rest follows (a long command line is larger than
+	// the socket's buffer).
+	b = append(b, '\n')
+	n, _, err := c.WriteMsgUnix(b, oob, nil)
+	if err == nil && n < len(b) {
+		_, err = c.Write(b[n:])
+	}
+	if err != nil {
 		return nil, fmt.Errorf("sending the command to the supervisor: %w", err)
 	}
 	// The first answer comes alone (nothing else is sent before it), so
 	// one read has it whole, with the terminal attached.
 	buf := make([]byte, 64<<10)
 	roob := make([]byte, unix.CmsgSpace(4))
-	n, oobn, _, _, err := c.ReadMsgUnix(buf, roob)
+	// The start takes milliseconds; a pod that cannot take the command
+	// (a frozen one) must not hold the caller forever.
+	_ = c.SetReadDeadline(time.Now().Add(startTimeout))
+	var oobn int
+	n, oobn, _, _, err = c.ReadMsgUnix(buf, roob)
+	_ = c.SetReadDeadline(time.Time{})
 	var term *os.File
 	if oobn > 0 {
 		if msgs, perr := unix.ParseSocketControlMessage(roob[:oobn]); perr == nil {
@@ -248,6 +268,9 @@ func Exec(path string, req ExecRequest, stdio []*os.File) (*ExecClient, error) {
 		}
 		if err == nil {
 			err = io.EOF
+		}
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			return nil, fmt.Errorf("the pod did not start the command within %s (is it frozen? airlock resume)", startTimeout)
 		}
 		return nil, fmt.Errorf("reading the supervisor's answer: %w", err)
 	}

@@ -200,7 +200,19 @@ func (p *Process) Exec(o ExecOptions) (*Exec, error) {
 	s.mu.Unlock()
 	body, err := json.Marshal(ExecSpec{ID: id, Args: o.Args, Env: o.Env, Dir: o.Dir, TTY: o.TTY, Rows: o.Rows, Cols: o.Cols})
 	if err == nil {
-		err = s.send(StatusExec+" "+string(body), files)
+		rec := StatusExec + " " + string(body)
+		if len(body) > inlineSpec {
+			// A record is one datagram, which the socket's buffer bounds
+			// (about 200 KiB); a long command line goes in a memfd.
+			var mf *os.File
+			if mf, err = specFile(body); err == nil {
+				defer mf.Close()
+				rec, files = StatusExec+" "+ExecSpecInFile, append(files, mf)
+			}
+		}
+		if err == nil {
+			err = s.send(rec, files)
+		}
 	}
 	if err != nil {
 		s.mu.Lock()
@@ -210,6 +222,27 @@ func (p *Process) Exec(o ExecOptions) (*Exec, error) {
 	}
 	r := <-ch
 	return r.e, r.err
+}
+
+// inlineSpec is the largest ExecSpec sent in the record itself.
+const inlineSpec = 64 << 10
+
+// specFile returns a sealed memfd holding body, read from the start.
+func specFile(body []byte) (*os.File, error) {
+	fd, err := unix.MemfdCreate("airlock-exec", unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
+	if err != nil {
+		return nil, fmt.Errorf("creating a memfd for the command line: %w", err)
+	}
+	f := os.NewFile(uintptr(fd), "exec-spec")
+	if _, err := f.Write(body); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("writing the command line: %w", err)
+	}
+	if _, err := unix.FcntlInt(uintptr(fd), unix.F_ADD_SEALS, unix.F_SEAL_SEAL|unix.F_SEAL_SHRINK|unix.F_SEAL_GROW|unix.F_SEAL_WRITE); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("sealing the command line: %w", err)
+	}
+	return f, nil
 }
 
 // Signal sends sig to the command (its first process).

@@ -211,7 +211,8 @@ const (
 
 	// A serving init (Spec.Serve) keeps the status socket after StatusOK
 	// as a two-way channel. The supervisor sends
-	//   "exec <ExecSpec JSON>" with fds 0-2 attached (none with TTY),
+	//   "exec <ExecSpec JSON>" with fds 0-2 attached (none with TTY), or
+	//   "exec @" with the JSON in one more file after them,
 	//   "signal <id> <signal number>", "hangup <id>", "stop <grace ms>";
 	// the init answers each exec with
 	//   "started <id> <pid in the pod>" (with FileTerminal for a TTY), or
@@ -219,12 +220,16 @@ const (
 	// and says "exit <id> <code>" when that command ends. After "stop"
 	// it sends SIGTERM to every process of the pod and exits once they
 	// are gone or the grace is over; the kernel kills the rest.
-	StatusExec       = "exec"
-	StatusStarted    = "started"
-	StatusFailed     = "failed"
-	StatusSignal     = "signal"
-	StatusHangup     = "hangup"
-	StatusStop       = "stop"
+	StatusExec    = "exec"
+	StatusStarted = "started"
+	StatusFailed  = "failed"
+	StatusSignal  = "signal"
+	StatusHangup  = "hangup"
+	StatusStop    = "stop"
+	// ExecSpecInFile, as the body of an exec record, says the ExecSpec
+	// is in the last file attached (a sealed memfd): one too large for a
+	// record.
+	ExecSpecInFile   = "@"
 	ClassUnsupported = "unsupported"
 	ClassNotFound    = "notfound"
 	ClassOther       = "-"

@@ -24,10 +24,11 @@ func (r *runner) exec(s *control.ExecSession) {
 		s.Fail(sandbox.ExitSetup, "pod "+r.o.Pod.Name+" is running one command and serves no other; wait for it, or stop it with airlock stop "+r.o.Pod.Name)
 		return
 	}
-	if p == nil || r.stopping.Load() {
+	if p == nil || r.stopping.Load() || !r.execBegin() {
 		s.Fail(sandbox.ExitSetup, "pod "+r.o.Pod.Name+" is starting or stopping; try again")
 		return
 	}
+	defer r.execs.Done()
 	req := s.Req
 	args, err := r.command(req.Args, getenv(req.Environ, "SHELL"))
 	if err != nil {
@@ -91,6 +92,39 @@ func (r *runner) exec(s *control.ExecSession) {
 	s.Exit(code)
 	if r.o.SyncAudit != nil {
 		r.o.SyncAudit()
+	}
+}
+
+// execBegin counts one more command in flight, unless the pod has
+// ended: Run waits for those in flight to report their end (to the
+// trail and to their callers) before it writes run.exit and returns.
+func (r *runner) execBegin() bool {
+	r.execMu.Lock()
+	defer r.execMu.Unlock()
+	if r.ended.Load() {
+		return false
+	}
+	r.execs.Add(1)
+	return true
+}
+
+// execsDone marks the pod ended for execBegin and waits for the
+// commands in flight; each ends at once when the pod has (its Wait
+// returns 137), so the bound only guards against a caller that stopped
+// reading.
+func (r *runner) execsDone() {
+	r.execMu.Lock()
+	r.ended.Store(true)
+	r.execMu.Unlock()
+	done := make(chan struct{})
+	go func() {
+		r.execs.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		r.o.Warn("commands still reporting their end after the pod stopped; not waiting for them")
 	}
 }
 

@@ -126,6 +126,10 @@ type runner struct {
 	stopping atomic.Bool
 	stopKill atomic.Pointer[time.Timer]
 	ended    atomic.Bool
+	// execs counts the commands in flight in a started pod; execMu
+	// orders their start with the pod's end (execBegin, execsDone).
+	execs  sync.WaitGroup
+	execMu sync.Mutex
 	// recorded is closed once run.start and the run state are written.
 	recorded chan struct{}
 	cleaned  sync.Once
@@ -197,7 +201,7 @@ func (r *runner) run() (int, error) {
 	} else {
 		code, err = sandbox.Run(r.spec)
 	}
-	r.ended.Store(true)
+	r.execsDone()
 	if t := r.stopKill.Load(); t != nil {
 		t.Stop()
 	}

@@ -372,7 +372,13 @@ func (r *runner) buildNetwork(v *sandbox.ViewConfig) error {
 		return nil
 	})
 	if n.Mode == "filtered" {
-		r.spec.Env = append(r.spec.Env, netwall.ProxyEnv()...)
+		// Set, not appended: a -e HTTPS_PROXY would otherwise come first
+		// in the list and win for C programs (getenv takes the first),
+		// pointing them at a proxy the wall does not let them reach.
+		for _, kv := range netwall.ProxyEnv() {
+			k, v, _ := strings.Cut(kv, "=")
+			r.spec.Env = setEnv(r.spec.Env, k, v)
+		}
 	}
 	r.after = append(r.after, func() {
 		if w := r.wall.Load(); w != nil {

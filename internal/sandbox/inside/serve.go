@@ -42,7 +42,7 @@ func serve(status *os.File, spec *sandbox.InitSpec) int {
 	s := &server{status: int(status.Fd()), spec: spec, ids: map[int]uint64{}, spawned: make(chan struct{}, 1)}
 	go s.reap()
 	buf := make([]byte, 256<<10)
-	oob := make([]byte, unix.CmsgSpace(3*4))
+	oob := make([]byte, unix.CmsgSpace(4*4)) // fds 0-2 and a spec file
 	for {
 		n, oobn, _, _, err := unix.Recvmsg(s.status, buf, oob, unix.MSG_CMSG_CLOEXEC)
 		if errors.Is(err, unix.EINTR) {
@@ -79,6 +79,35 @@ func serve(status *os.File, spec *sandbox.InitSpec) int {
 	}
 }
 
+// maxSpecFile bounds an exec spec sent in a file.
+const maxSpecFile = 64 << 20
+
+// readSpecFile reads an exec spec from a memfd, from its start.
+func readSpecFile(fd int) ([]byte, error) {
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return nil, err
+	}
+	if st.Size > maxSpecFile {
+		return nil, unix.E2BIG
+	}
+	b := make([]byte, st.Size)
+	for off := 0; off < len(b); {
+		n, err := unix.Pread(fd, b[off:], int64(off))
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		if n == 0 {
+			return nil, unix.EIO
+		}
+		off += n
+	}
+	return b, nil
+}
+
 func closeAll(fds []int) {
 	for _, fd := range fds {
 		unix.Close(fd)
@@ -90,7 +119,16 @@ func closeAll(fds []int) {
 // 0-2, or a new pty of the pod's devpts.
 func (s *server) exec(body string, fds []int) {
 	var es sandbox.ExecSpec
-	if err := json.Unmarshal([]byte(body), &es); err != nil || len(es.Args) == 0 {
+	raw := []byte(body)
+	if body == sandbox.ExecSpecInFile && len(fds) > 0 {
+		var err error
+		raw, err = readSpecFile(fds[len(fds)-1])
+		fds = fds[:len(fds)-1]
+		if err != nil {
+			raw = nil
+		}
+	}
+	if err := json.Unmarshal(raw, &es); err != nil || len(es.Args) == 0 {
 		s.send(sandbox.StatusFailed+" "+strconv.FormatUint(es.ID, 10)+" "+strconv.Itoa(sandbox.ExitSetup)+" "+sandbox.ClassOther+" malformed exec request", nil)
 		return
 	}
@@ -178,9 +216,18 @@ func (s *server) signal(id string, sig unix.Signal, group bool) {
 func (s *server) stop(grace time.Duration) {
 	_ = unix.Kill(-1, unix.SIGTERM) // from PID 1: every process of the pod but the init
 	deadline := time.Now().Add(grace)
-	for time.Now().Before(deadline) && othersAlive() {
+	for time.Now().Before(deadline) && (othersAlive() || s.running()) {
 		time.Sleep(5 * time.Millisecond)
 	}
+}
+
+// running reports whether a command's end is still to be reported: the
+// reaper removes a command and sends its exit under s.mu, so once none
+// is left, every end has been said.
+func (s *server) running() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.ids) > 0
 }
 
 // othersAlive reports whether the pod's /proc lists any process but the
@@ -214,18 +261,16 @@ func (s *server) reap() {
 		if err != nil {
 			return
 		}
-		s.mu.Lock()
-		id, ok := s.ids[pid]
-		delete(s.ids, pid)
-		s.mu.Unlock()
-		if !ok {
-			continue
-		}
 		code := ws.ExitStatus()
 		if ws.Signaled() {
 			code = 128 + int(ws.Signal())
 		}
-		_ = s.send(sandbox.StatusExit+" "+strconv.FormatUint(id, 10)+" "+strconv.Itoa(code), nil)
+		s.mu.Lock()
+		if id, ok := s.ids[pid]; ok {
+			delete(s.ids, pid)
+			_ = s.send(sandbox.StatusExit+" "+strconv.FormatUint(id, 10)+" "+strconv.Itoa(code), nil)
+		}
+		s.mu.Unlock()
 	}
 }
 
