@@ -58,7 +58,11 @@ func newStatusCmd() *cobra.Command {
 				fmt.Fprintf(w, "changes:    %d (airlock diff shows them)\n", *sum.Changes)
 			}
 			if len(sum.Walls) > 0 {
-				fmt.Fprintln(w, "walls (last run):")
+				if sum.Serving {
+					fmt.Fprintln(w, "walls:")
+				} else {
+					fmt.Fprintln(w, "walls (last run):")
+				}
 				names := make([]string, 0, len(sum.Walls))
 				for k := range sum.Walls {
 					names = append(names, k)
