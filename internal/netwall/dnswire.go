@@ -115,17 +115,23 @@ func wireQuestionName(b []byte) (string, bool) {
 	return string(out), true
 }
 
-const dnsHeaderLen = 12
+const (
+	dnsHeaderLen = 12
+	maxWireName  = 255 // RFC 1035 2.3.4: a name's wire form, length bytes and root label included
+)
 
 // walkQuestionName calls label for each label of the first question's
-// name and returns the offset just past the name.
+// name and returns the offset just past the name. A name longer than
+// maxWireName is refused: dnsmessage refuses it, so it would reach
+// unparsed, whose reply echoes the question and whose audit event holds
+// the name, up to 64 KiB of the pod's bytes for each query.
 func walkQuestionName(b []byte, label func([]byte)) (int, bool) {
 	for i := dnsHeaderLen; i < len(b); {
 		n := int(b[i])
 		switch {
 		case n == 0:
 			return i + 1, true
-		case n > 63 || i+1+n > len(b):
+		case n > 63 || i+1+n > len(b) || i+1+n+1-dnsHeaderLen > maxWireName: // +1: the root label to come
 			return 0, false
 		}
 		label(b[i+1 : i+1+n])
