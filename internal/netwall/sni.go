@@ -26,7 +26,15 @@ func peekFirst(br *bufio.Reader) (firstBytes, error) {
 	if err != nil {
 		return firstBytes{}, err
 	}
-	if head[0] == 0x16 && head[1] == 3 {
+	// TLS is what crypto/tls's server takes for it (readRecordOrCCS): a
+	// first record of type handshake or alert and any version below 16.0,
+	// not only 3.x. Else a ClientHello in a record of version 0x0430, or
+	// after a warning alert (which it skips), would pass a CONNECT tunnel
+	// as "not TLS", its SNI unread. No client sends an alert first.
+	if (head[0] == 0x16 || head[0] == 0x15) && head[1] < 0x10 {
+		if head[0] == 0x15 {
+			return firstBytes{tls: true}, errors.New("TLS stream begins with an alert, not a ClientHello")
+		}
 		n := int(binary.BigEndian.Uint16(head[3:5]))
 		rec, err := br.Peek(5 + n)
 		if err != nil {

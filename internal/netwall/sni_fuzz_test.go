@@ -227,6 +227,10 @@ func FuzzPeekFirst(f *testing.F) {
 			f.Add(record(b))
 		}
 	}
+	evil := record(helloBody(sniExt("evil.test")))
+	f.Add(append([]byte{0x16, 0, 1}, evil[3:]...))          // record version 0.1
+	f.Add(append([]byte{0x15, 3, 1, 0, 2, 1, 90}, evil...)) // a warning alert (user_canceled) first
+	f.Add(append([]byte("\x15\x03\x03\x00\x02\x02\x28"), evil...))
 	f.Add([]byte("GET / HTTP/1.1\r\nHost: allowed.test\r\n\r\n"))
 	f.Add([]byte("CONNECT evil.test:443 HTTP/1.1\r\nHost: allowed.test:443\r\n\r\n"))
 	f.Add([]byte("SSH-2.0-OpenSSH_9.6\r\n"))
