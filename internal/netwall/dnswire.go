@@ -255,8 +255,9 @@ func ednsUDPSize(m *dnsmessage.Message) int {
 }
 
 // packFitting packs m into at most size bytes, dropping answer and
-// authority records from the end (and setting TC) until it fits; the OPT
-// record stays.
+// authority records from the end (and setting TC) until it fits, then the
+// questions: a query may carry hundreds (QDCOUNT is the pod's to set),
+// which its reply echoes. The OPT record stays.
 func packFitting(m *dnsmessage.Message, size int) ([]byte, error) {
 	b, err := m.Pack()
 	if err != nil || len(b) <= size {
@@ -274,6 +275,10 @@ func packFitting(m *dnsmessage.Message, size int) ([]byte, error) {
 			return b, err
 		}
 	}
+	if b, err = t.Pack(); err != nil || len(b) <= size {
+		return b, err
+	}
+	t.Questions = nil
 	return t.Pack()
 }
 
