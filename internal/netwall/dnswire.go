@@ -115,17 +115,23 @@ func wireQuestionName(b []byte) (string, bool) {
 	return string(out), true
 }
 
-const dnsHeaderLen = 12
+const (
+	dnsHeaderLen = 12
+	maxWireName  = 255 // RFC 1035 2.3.4: a name's wire form, length bytes and root label included
+)
 
 // walkQuestionName calls label for each label of the first question's
-// name and returns the offset just past the name.
+// name and returns the offset just past the name. A name longer than
+// maxWireName is refused: dnsmessage refuses it, so it would reach
+// unparsed, whose reply echoes the question and whose audit event holds
+// the name, up to 64 KiB of the pod's bytes for each query.
 func walkQuestionName(b []byte, label func([]byte)) (int, bool) {
 	for i := dnsHeaderLen; i < len(b); {
 		n := int(b[i])
 		switch {
 		case n == 0:
 			return i + 1, true
-		case n > 63 || i+1+n > len(b):
+		case n > 63 || i+1+n > len(b) || i+1+n+1-dnsHeaderLen > maxWireName: // +1: the root label to come
 			return 0, false
 		}
 		label(b[i+1 : i+1+n])
@@ -249,8 +255,9 @@ func ednsUDPSize(m *dnsmessage.Message) int {
 }
 
 // packFitting packs m into at most size bytes, dropping answer and
-// authority records from the end (and setting TC) until it fits; the OPT
-// record stays.
+// authority records from the end (and setting TC) until it fits, then the
+// questions: a query may carry hundreds (QDCOUNT is the pod's to set),
+// which its reply echoes. The OPT record stays.
 func packFitting(m *dnsmessage.Message, size int) ([]byte, error) {
 	b, err := m.Pack()
 	if err != nil || len(b) <= size {
@@ -268,6 +275,10 @@ func packFitting(m *dnsmessage.Message, size int) ([]byte, error) {
 			return b, err
 		}
 	}
+	if b, err = t.Pack(); err != nil || len(b) <= size {
+		return b, err
+	}
+	t.Questions = nil
 	return t.Pack()
 }
 

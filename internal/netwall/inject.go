@@ -108,7 +108,7 @@ func (w *Wall) SetInjection(in *Injection) error {
 		}
 		s.Hosts = append([]string(nil), s.Hosts...)
 		for i := range s.Hosts {
-			s.Hosts[i] = normName(s.Hosts[i])
+			s.Hosts[i] = normName(strings.TrimSpace(s.Hosts[i]))
 		}
 		inj.secrets = append(inj.secrets, s)
 	}

@@ -49,10 +49,10 @@ func (p Policy) normalized() Policy {
 		q.Ports = []int{80, 443}
 	}
 	for _, n := range p.Allow {
-		q.Allow = append(q.Allow, normName(n))
+		q.Allow = append(q.Allow, normName(strings.TrimSpace(n)))
 	}
 	for _, n := range p.Deny {
-		q.Deny = append(q.Deny, normName(n))
+		q.Deny = append(q.Deny, normName(strings.TrimSpace(n)))
 	}
 	return q
 }
@@ -67,9 +67,22 @@ func upstreamAddr(s string) string {
 }
 
 // normName lower-cases a host name and drops one trailing dot, the two
-// spellings that must not let a name slip past a list.
+// spellings that must not let a name slip past a list. Only A-Z are
+// lowered and nothing is trimmed: names from the wire (a DNS question, an
+// SNI) pass here, and strings.ToLower made a Kelvin sign (U+212A) a k,
+// strings.TrimSpace dropped white space, so that a name no server reads
+// as key.allowed.test was checked as it, and "allowed.test\t", whose
+// trailing dot protected the tab from the first trim, was checked as
+// allowed.test by nameVerdict's second one and then asked upstream as
+// sent. Names from the configuration are trimmed where they are read.
 func normName(s string) string {
-	return strings.TrimSuffix(strings.ToLower(strings.TrimSpace(s)), ".")
+	b := []byte(strings.TrimSuffix(s, "."))
+	for i, c := range b {
+		if 'A' <= c && c <= 'Z' {
+			b[i] = c + 'a' - 'A'
+		}
+	}
+	return string(b)
 }
 
 // validName accepts letters, digits, '-' and '_' in non-empty labels of at

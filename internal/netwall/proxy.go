@@ -300,7 +300,7 @@ func (w *Wall) handleTransparent(c *net.TCPConn) {
 	}
 	defer up.Close()
 	if inj := w.inj.Load(); inj != nil {
-		w.serveTunnel(inj, c, br, up.(*net.TCPConn), normName(hostOnly(fb.name)), &ev, reason)
+		w.serveTunnel(inj, c, br, up.(*net.TCPConn), fb.name, &ev, reason)
 		w.report(ev)
 		return
 	}
@@ -319,7 +319,11 @@ func (w *Wall) checkTransparent(p *Policy, fb firstBytes, perr error, orig netip
 	if ok, why := CheckAddr(dst, p.AllowPrivate); !ok {
 		return "address " + dst.String() + " denied: " + why, false
 	}
-	addrs, reason, ok := w.decide(p, hostOnly(fb.name), int(orig.Port()))
+	// fb.name as read: peekFirst already dropped an HTTP Host's port, and
+	// a TLS SNI has none. Stripping "host:port" here would check
+	// allowed.test for an SNI "allowed.test:443", which is what the
+	// server gets, and "allowed.test" for a Host "[allowed.test:1]:80".
+	addrs, reason, ok := w.decide(p, fb.name, int(orig.Port()))
 	if !ok {
 		return reason, false
 	}

@@ -26,7 +26,15 @@ func peekFirst(br *bufio.Reader) (firstBytes, error) {
 	if err != nil {
 		return firstBytes{}, err
 	}
-	if head[0] == 0x16 && head[1] == 3 {
+	// TLS is what crypto/tls's server takes for it (readRecordOrCCS): a
+	// first record of type handshake or alert and any version below 16.0,
+	// not only 3.x. Else a ClientHello in a record of version 0x0430, or
+	// after a warning alert (which it skips), would pass a CONNECT tunnel
+	// as "not TLS", its SNI unread. No client sends an alert first.
+	if (head[0] == 0x16 || head[0] == 0x15) && head[1] < 0x10 {
+		if head[0] == 0x15 {
+			return firstBytes{tls: true}, errors.New("TLS stream begins with an alert, not a ClientHello")
+		}
 		n := int(binary.BigEndian.Uint16(head[3:5]))
 		rec, err := br.Peek(5 + n)
 		if err != nil {
@@ -95,35 +103,54 @@ func parseClientHelloSNI(b []byte) (string, error) {
 	if !ok {
 		return "", errNoHello
 	}
+	// Every extension is walked: a second server_name extension is
+	// refused, not skipped, as crypto/tls and OpenSSL refuse it. Taking
+	// the first would let a hello name allowed.test to the wall and
+	// another name to a server that takes the last.
+	var name string
+	seen := false
 	for len(exts) > 0 {
 		typ, ok1 := exts.u16()
 		data, ok2 := exts.vec(2)
-		if !ok1 || !ok2 {
+		if !ok1 || !ok2 || typ == 0 && seen {
 			return "", errNoHello
 		}
 		if typ == 0 {
-			return parseServerName(data)
+			seen = true
+			var err error
+			if name, err = parseServerName(data); err != nil {
+				return "", err
+			}
 		}
 	}
-	return "", nil
+	return name, nil
 }
 
+// parseServerName reads a server_name extension as crypto/tls does
+// (RFC 6066 section 3), refusing what it refuses: an empty list, an empty
+// name, a second host_name, a host_name with a trailing dot (the wall
+// would check the name without it, the server see it with it), bytes
+// after the list. Only then is the name one every server reads alike.
 func parseServerName(data reader) (string, error) {
 	list, ok := data.vec(2)
-	if !ok {
+	if !ok || len(list) == 0 || len(data) != 0 {
 		return "", errNoHello
 	}
+	var host []byte
 	for len(list) > 0 {
 		typ, ok1 := list.u8()
 		name, ok2 := list.vec(2)
-		if !ok1 || !ok2 {
+		switch {
+		case !ok1 || !ok2 || len(name) == 0:
 			return "", errNoHello
-		}
-		if typ == 0 {
-			return string(name), nil
+		case typ != 0: // not a host_name: crypto/tls skips it too
+		case host != nil || name[len(name)-1] == '.':
+			return "", errNoHello
+		default:
+			host = name
 		}
 	}
-	return "", nil
+	return string(host), nil
 }
 
 // reader is a cursor over TLS wire data.
