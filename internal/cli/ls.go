@@ -75,7 +75,11 @@ func newLsCmd() *cobra.Command {
 					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", s.Name, s.State, "?", "?")
 					continue
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", s.Name, s.State, layer.EscapeName(s.Workspace), s.Created.Local().Format("2006-01-02 15:04"))
+				state := s.State
+				if s.Serving {
+					state = "running (started)"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", s.Name, state, layer.EscapeName(s.Workspace), s.Created.Local().Format("2006-01-02 15:04"))
 			}
 			if err := tw.Flush(); err != nil {
 				return err

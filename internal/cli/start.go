@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"bufio"
 	"fmt"
 	"io"
 	"os"
@@ -142,6 +143,7 @@ func spawnSupervisor(p *pod.Pod, f *runFlags) (int, error) {
 	if err := os.MkdirAll(p.RunDir(), 0o700); err != nil {
 		return 0, fmt.Errorf("preparing %s: %w", p.RunDir(), err)
 	}
+	rotateLog(logPath)
 	log, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
 	if err != nil {
 		return 0, fmt.Errorf("opening the supervisor's log: %w", err)
@@ -163,10 +165,22 @@ func spawnSupervisor(p *pod.Pod, f *runFlags) (int, error) {
 	}
 	readyW.Close()
 	pid := c.Process.Pid
+	// The supervisor writes lines: "warn MESSAGE" for each warning
+	// before the pod is up (a downgraded wall: the person must see it),
+	// then "ok" or "error CODE MESSAGE". EOF without either: it died.
 	got := make(chan string, 1)
 	go func() {
-		b, _ := io.ReadAll(readyR) // EOF once the supervisor answered or died
-		got <- string(b)
+		sc := bufio.NewScanner(readyR)
+		for sc.Scan() {
+			line := sc.Text()
+			if msg, ok := strings.CutPrefix(line, "warn "); ok {
+				fmt.Fprintln(os.Stderr, "airlock: warning: "+oneLine(msg))
+				continue
+			}
+			got <- line
+			return
+		}
+		got <- ""
 	}()
 	var msg string
 	select {
@@ -191,6 +205,16 @@ func spawnSupervisor(p *pod.Pod, f *runFlags) (int, error) {
 	return 0, fmt.Errorf("the pod's supervisor exited before the pod was up (see %s)", logPath)
 }
 
+// maxLog is the size past which the supervisor's log is moved to
+// supervisor.log.1 at the next start.
+const maxLog = 1 << 20
+
+func rotateLog(path string) {
+	if fi, err := os.Lstat(path); err == nil && fi.Mode().IsRegular() && fi.Size() > maxLog {
+		_ = os.Rename(path, path+".1")
+	}
+}
+
 // newSuperviseCmd is the detached supervisor itself (hidden).
 func newSuperviseCmd() *cobra.Command {
 	var f runFlags
@@ -211,12 +235,24 @@ func supervise(f *runFlags, name string) error {
 	// from this process.
 	unix.CloseOnExec(readyFD)
 	ready := os.NewFile(readyFD, "ready")
-	var once sync.Once
+	var mu sync.Mutex
+	answered := false
 	answer := func(s string) {
-		once.Do(func() {
-			_, _ = io.WriteString(ready, s)
+		mu.Lock()
+		defer mu.Unlock()
+		if !answered {
+			answered = true
+			_, _ = io.WriteString(ready, s+"\n")
 			ready.Close()
-		})
+		}
+	}
+	// Until the pod is up, a warning goes to the person too.
+	tell := func(msg string) {
+		mu.Lock()
+		defer mu.Unlock()
+		if !answered {
+			_, _ = io.WriteString(ready, "warn "+oneLine(msg)+"\n")
+		}
 	}
 	fail := func(code int, err error) error {
 		answer("error " + strconv.Itoa(code) + " " + oneLine(err.Error()))
@@ -240,7 +276,9 @@ func supervise(f *runFlags, name string) error {
 	defer tr.close()
 	tr.prepare()
 	warn := func(format string, args ...any) {
-		fmt.Fprintln(os.Stderr, time.Now().UTC().Format(time.RFC3339)+" airlock: warning: "+oneLine(fmt.Sprintf(format, args...)))
+		msg := fmt.Sprintf(format, args...)
+		tell(msg)
+		fmt.Fprintln(os.Stderr, time.Now().UTC().Format(time.RFC3339)+" airlock: warning: "+oneLine(msg))
 	}
 	fmt.Fprintln(os.Stderr, time.Now().UTC().Format(time.RFC3339)+" airlock: supervising pod "+p.Name)
 	_, err = supervisor.Run(supervisor.Options{
