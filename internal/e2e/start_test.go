@@ -1485,3 +1485,27 @@ except OSError as e:
 		t.Errorf("SECURITY: a command in the started pod sees Airlock's state or reaches its supervisor:\n%s", r.stdout)
 	}
 }
+
+// A warning the supervisor gives while it builds the walls (here: the
+// network wall off, mode host) reaches the person who ran airlock start,
+// not only the supervisor's log, and start still succeeds.
+func TestStartWarnsPerson(t *testing.T) {
+	e := newEnv(t)
+	e.write("airlock.yaml", "version: 1\nnetwork:\n  mode: host\n")
+	e.must("init", "sw")
+	r := e.run("", "start", "sw")
+	if r.code != 0 {
+		t.Fatalf("start: %+v", r)
+	}
+	defer e.run("", "stop", "sw")
+	if !strings.Contains(r.stderr, "airlock: warning: ") || !strings.Contains(strings.ToLower(r.stderr), "host") {
+		t.Errorf("start in mode host: want the warning on stderr, got %q", r.stderr)
+	}
+	if strings.Contains(r.stdout, "warning") {
+		t.Errorf("the warning went to stdout: %q", r.stdout)
+	}
+	if r := e.run("", "run", "sw", "-T", "--", "true"); r.code != 0 {
+		t.Errorf("run into the started pod: %+v", r)
+	}
+	e.must("stop", "sw")
+}
