@@ -448,6 +448,9 @@ func TestAttackMemoryBalloon(t *testing.T) {
 	actions := auditActions(e, "p")
 	if indexOf(actions, "oom-kill") < 0 {
 		t.Errorf("no oom-kill event in the audit trail: %v (exit %d, stderr %s)", actions, r.code, r.stderr)
+	} else if indexOf(actions, "oom-kill") > indexOf(actions, "run.exit") {
+		// What the command did is on record before its end.
+		t.Errorf("oom-kill comes after run.exit in the audit trail: %v", actions)
 	}
 	hostSurvives(t, e, "p")
 }

@@ -138,6 +138,9 @@ type runner struct {
 	// beside runs next to the hooks: steps that need only the init to
 	// exist, and that no hook depends on.
 	beside []func()
+	// exitChecks run just before run.exit is written: records of what
+	// the command did that must come before its end.
+	exitChecks []func()
 }
 
 func (r *runner) downgraded(wall string) bool {
@@ -312,6 +315,9 @@ func (r *runner) exitRecords(start time.Time, code int, runErr error) <-chan str
 	go func() {
 		defer close(done)
 		r.saveRunState(start, &code)
+		for _, check := range r.exitChecks {
+			check()
+		}
 		if r.flushNotify != nil {
 			r.flushNotify() // what the pod tried while it ran comes first
 		}

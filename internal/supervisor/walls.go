@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -185,13 +186,19 @@ func (r *runner) buildCgroup(*sandbox.ViewConfig) error {
 		go func() { defer close(done); ev.watch(stop, eventPoll) }()
 		return nil
 	})
+	// An OOM kill of the command's last moments is on the trail before
+	// its run.exit, not after it (the watch reads the counters only every
+	// eventPoll).
+	r.exitChecks = append(r.exitChecks, ev.counters)
 	r.after = append(r.after, func() {
 		close(stop)
 		if started.Load() {
 			<-done
 		}
+		ev.mu.Lock()
 		ev.guard = nil // nothing left to freeze
-		ev.check()     // the last events, once the pod has stopped
+		ev.mu.Unlock()
+		ev.check() // the last events, once the pod has stopped
 		_ = g.Destroy()
 	})
 	return nil
@@ -206,6 +213,7 @@ const eventPoll = 250 * time.Millisecond
 // resourceEvents turns growth of a group's OOM-kill and PID-limit
 // counters into audit events, and runs the disk guard.
 type resourceEvents struct {
+	mu                sync.Mutex // check runs from the watch, the exit records and the clean-up
 	audit             AuditFunc
 	stats             func() (cgroup.Stats, error)
 	oomSeen, pidsSeen uint64
@@ -277,9 +285,22 @@ func (e *resourceEvents) watch(stop <-chan struct{}, every time.Duration) {
 
 // check audits what happened since the last call.
 func (e *resourceEvents) check() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
 	if e.guard != nil {
 		e.guard.check(e.audit)
 	}
+	e.countersLocked()
+}
+
+// counters audits growth of the OOM-kill and PID-limit counters alone.
+func (e *resourceEvents) counters() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.countersLocked()
+}
+
+func (e *resourceEvents) countersLocked() {
 	st, err := e.stats()
 	if err != nil {
 		return
