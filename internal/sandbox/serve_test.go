@@ -223,3 +223,23 @@ func TestStdioDirectoryRefused(t *testing.T) {
 		t.Fatal("a command escaped through a directory fd")
 	}
 }
+
+// The agent signals the init with every signal on which the Go runtime
+// would crash a process that did not ask for it: the init (and with it
+// the pod) lives on, in a one-command pod and in a serving one.
+func TestInitSurvivesFatalSignals(t *testing.T) {
+	f := newFixture(t, "ws")
+	// By number (asm-generic: SEGV BUS FPE ILL ABRT TRAP SYS STKFLT): dash knows no STKFLT.
+	script := "for s in 11 7 8 4 6 5 31 16; do kill -$s 1 || echo cannot $s; done; sleep 0.2; echo alive"
+	code, out, err := run(t, f.spec(t, "sh", "-c", script))
+	if code != 0 || out != "alive\n" {
+		t.Errorf("one-command pod: code %d, output %q, err %v", code, out, err)
+	}
+	p := startServing(t, f)
+	if code, out, err := execOut(t, p, f, "sh", "-c", script); code != 0 || out != "alive\n" {
+		t.Errorf("serving pod: code %d, output %q, err %v", code, out, err)
+	}
+	if code, _, err := execOut(t, p, f, "true"); code != 0 {
+		t.Errorf("the serving pod did not survive: code %d, err %v", code, err)
+	}
+}

@@ -89,6 +89,7 @@ func Main() {
 		report(status, err)
 	}
 	if spec.Serve {
+		<-early.done // no command may exist before the init is safe from its signals
 		if err := harden(spec, &h); err != nil {
 			report(status, err)
 		}

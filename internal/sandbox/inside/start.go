@@ -4,6 +4,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"syscall"
 )
 
 // The init starts from this package's init function, never from main:
@@ -34,11 +35,24 @@ func init() {
 // which runs while the init reads its spec and builds the view rather
 // than before them. notifySignals waits for it.
 var early = struct {
-	sigs chan os.Signal
-	done chan struct{}
-}{make(chan os.Signal, 8), make(chan struct{})}
+	sigs    chan os.Signal
+	dropped chan os.Signal
+	done    chan struct{}
+}{make(chan os.Signal, 8), make(chan os.Signal, 1), make(chan struct{})}
+
+// fatal are the signals on which the Go runtime crashes the process when
+// nothing has asked for them. The kernel delivers a signal from inside a
+// PID namespace to its init only if the init handles it, and the runtime
+// handles these: without this, `kill -SEGV 1` from the agent (or a
+// tkill of one of the init's threads, or pidfd_send_signal, which no
+// seccomp rule can tell apart) killed the init and the pod with it.
+// Asked for and never read, they are dropped; a fault of the init's own
+// (not a kill) still crashes it, as it must.
+var fatal = []os.Signal{syscall.SIGSEGV, syscall.SIGBUS, syscall.SIGFPE, syscall.SIGILL,
+	syscall.SIGABRT, syscall.SIGTRAP, syscall.SIGSYS, syscall.SIGSTKFLT}
 
 func registerSignals() {
 	signal.Notify(early.sigs, forwarded...)
+	signal.Notify(early.dropped, fatal...)
 	close(early.done)
 }
