@@ -94,7 +94,12 @@ func (s *Server) handle(c *net.UnixConn, h Handler) {
 		return
 	}
 	if req.Op == "exec" {
-		if s.Exec == nil || req.Exec == nil {
+		if s.Exec != nil && req.Exec == nil {
+			closeFiles(files)
+			_ = json.NewEncoder(c).Encode(ExecEvent{Error: "malformed exec request: no command", Code: 125})
+			return
+		}
+		if s.Exec == nil {
 			closeFiles(files)
 			_ = json.NewEncoder(c).Encode(ExecEvent{Error: "this pod's supervisor runs one command and serves no other; stop it first, or start the pod with airlock start", Code: 125})
 			return

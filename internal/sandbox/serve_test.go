@@ -67,6 +67,7 @@ func TestServeExitCodes(t *testing.T) {
 		{"exit 3", []string{"sh", "-c", "exit 3"}, 3, nil},
 		{"not found", []string{"airlock-no-such-command"}, 127, errdefs.ErrNotFound},
 		{"not executable", []string{"./notexec"}, 126, nil},
+		{"empty name", []string{""}, 127, errdefs.ErrNotFound},
 		{"killed", []string{"sh", "-c", "kill -9 $$"}, 137, nil},
 	}
 	for _, c := range cases {

@@ -32,6 +32,9 @@ func prepare(spec *sandbox.InitSpec) (string, error) {
 // given, others in PATH. 127 when nothing is there, 126 when only
 // non-executable files are.
 func lookPath(name, path, dir string) (string, error) {
+	if name == "" {
+		return "", &failure{code: sandbox.ExitNotFound, class: sandbox.ClassNotFound, msg: "the command name is empty"}
+	}
 	if strings.Contains(name, "/") {
 		p := name
 		if !filepath.IsAbs(p) {
@@ -120,6 +123,10 @@ func startAgent(spec *sandbox.InitSpec, path string, stdio [3]int) (int, error) 
 			Credential: &syscall.Credential{Uid: uint32(spec.UID), Gid: uint32(spec.GID), Groups: []uint32{}},
 		},
 	})
+	if errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.ENOMEM) {
+		// The fork itself failed: the command is fine, the pod is full.
+		return 0, fail(sandbox.ClassOther, "starting %s: %v (the pod's process or memory limit is reached: airlock stats, airlock limit)", spec.Args[0], err)
+	}
 	if err != nil {
 		return 0, notRunnable(spec.Args[0], err)
 	}
