@@ -198,10 +198,23 @@ func TestStartAttackForkBomb(t *testing.T) {
 	e := newEnv(t)
 	e.must("init", "p")
 	sp := e.startPod("p", "--pids", "64")
-	// A classic bomb, and a filler that takes every slot freed (the bomb
-	// alone may collapse under the limit).
-	e.must("run", "p", "--", "sh", "-c", "(f() { f | f & }; f) >/dev/null 2>&1 & (while :; do sleep 1000 & done) >/dev/null 2>&1 &")
-	waitFor(t, func() bool { return e.stats("p").Pids >= 60 })
+	// A filler that takes every slot freed, started first and on its own,
+	// then a classic bomb. A bomb alone may collapse under the limit into
+	// a few processes asleep on each other's pipes, and dash exits at its
+	// first failed fork: the filler is bash, which retries and goes on.
+	e.must("run", "p", "--", "sh", "-c", "(bash -c 'while :; do sleep 1000 & done') >/dev/null 2>&1 &")
+	e.run("", "run", "p", "--", "sh", "-c", "(f() { f | f & }; f) >/dev/null 2>&1 &")
+	// The pod's group has one CPU share against each busy host task: on
+	// a loaded host the bomb takes a while to fill its limit.
+	last := 0
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(20 * time.Millisecond) {
+		if last = e.stats("p").Pids; last >= 60 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the filler and the bomb hold only %d of the pod's 64 PIDs after a minute", last)
+		}
+	}
 	for i := 0; i < 3; i++ {
 		start := time.Now()
 		r := e.run("", "run", "p", "--", "echo", "squeezed-in")
