@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/airlock-dev/airlock/internal/errdefs"
+	"github.com/airlock-dev/airlock/internal/fdpass"
 )
 
 // An "exec" request runs a command in a started pod (airlock start). The
@@ -72,20 +73,11 @@ const startTimeout = 30 * time.Second
 // with it. The decoder it returns holds whatever followed.
 func readRequest(c *net.UnixConn) (Request, *json.Decoder, []*os.File, error) {
 	buf := make([]byte, 64<<10)
-	oob := make([]byte, unix.CmsgSpace(maxFiles*4))
+	oob := make([]byte, fdpass.Space(maxFiles))
 	n, oobn, _, _, err := c.ReadMsgUnix(buf, oob) // MSG_CMSG_CLOEXEC: the files never leak into a child
-	var files []*os.File
-	if oobn > 0 {
-		msgs, perr := unix.ParseSocketControlMessage(oob[:oobn])
-		for _, m := range msgs {
-			fds, _ := unix.ParseUnixRights(&m)
-			for _, fd := range fds {
-				files = append(files, os.NewFile(uintptr(fd), "passed"))
-			}
-		}
-		if perr != nil && err == nil {
-			err = perr
-		}
+	files, perr := fdpass.Files(oob[:oobn], "passed")
+	if perr != nil && err == nil {
+		err = perr
 	}
 	var req Request
 	if err != nil && n == 0 {
@@ -141,14 +133,7 @@ func (s *ExecSession) send(ev ExecEvent, files ...*os.File) error {
 	if err != nil {
 		return err
 	}
-	var oob []byte
-	if len(files) > 0 {
-		fds := make([]int, len(files))
-		for i, f := range files {
-			fds[i] = int(f.Fd())
-		}
-		oob = unix.UnixRights(fds...)
-	}
+	oob := fdpass.FileRights(files)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	_, _, err = s.c.WriteMsgUnix(append(b, '\n'), oob, nil)
@@ -218,12 +203,8 @@ func Exec(path string, req ExecRequest, stdio []*os.File) (*ExecClient, error) {
 		return nil, err
 	}
 	var oob []byte
-	if !req.TTY && len(stdio) > 0 {
-		fds := make([]int, len(stdio))
-		for i, f := range stdio {
-			fds[i] = int(f.Fd())
-		}
-		oob = unix.UnixRights(fds...)
+	if !req.TTY {
+		oob = fdpass.FileRights(stdio)
 	}
 	// One sendmsg carries the files and as much of the request as the
 	// socket takes; the rest follows (a long command line is larger than
@@ -239,7 +220,7 @@ func Exec(path string, req ExecRequest, stdio []*os.File) (*ExecClient, error) {
 	// The first answer comes alone (nothing else is sent before it), so
 	// one read has it whole, with the terminal attached.
 	buf := make([]byte, 64<<10)
-	roob := make([]byte, unix.CmsgSpace(4))
+	roob := make([]byte, fdpass.Space(1))
 	// The start takes milliseconds; a pod that cannot take the command
 	// (a frozen one) must not hold the caller forever.
 	_ = c.SetReadDeadline(time.Now().Add(startTimeout))
@@ -247,19 +228,13 @@ func Exec(path string, req ExecRequest, stdio []*os.File) (*ExecClient, error) {
 	n, oobn, _, _, err = c.ReadMsgUnix(buf, roob)
 	_ = c.SetReadDeadline(time.Time{})
 	var term *os.File
-	if oobn > 0 {
-		if msgs, perr := unix.ParseSocketControlMessage(roob[:oobn]); perr == nil {
-			for _, m := range msgs {
-				fds, _ := unix.ParseUnixRights(&m)
-				for _, fd := range fds {
-					if term == nil {
-						_ = unix.SetNonblock(fd, true)
-						term = os.NewFile(uintptr(fd), "terminal")
-					} else {
-						unix.Close(fd)
-					}
-				}
-			}
+	fds, _ := fdpass.FDs(roob[:oobn])
+	for _, fd := range fds {
+		if term == nil {
+			_ = unix.SetNonblock(fd, true)
+			term = os.NewFile(uintptr(fd), "terminal")
+		} else {
+			unix.Close(fd)
 		}
 	}
 	if n == 0 {

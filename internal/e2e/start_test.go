@@ -23,7 +23,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/creack/pty"
 	"golang.org/x/sys/unix"
 
 	"github.com/airlock-dev/airlock/internal/cgroup"
@@ -1106,18 +1105,7 @@ func TestExecTTY(t *testing.T) {
 	s.send("stty size; echo TTY=$(tty)\n")
 	s.expect("30 100")
 	s.expect("TTY=/dev/pts/")
-	if err := pty.Setsize(s.ptmx, &pty.Winsize{Rows: 40, Cols: 120}); err != nil {
-		t.Fatal(err)
-	}
-	time.Sleep(200 * time.Millisecond) // SIGWINCH reaches airlock, which resizes the pod's terminal
-	s.send("stty size\n")
-	s.expect("40 120")
-	s.send("sh -c 'echo RUN''NING; exec sleep 100'\n")
-	s.expect("RUNNING")
-	time.Sleep(100 * time.Millisecond)
-	s.send("\x03")
-	s.send("echo after-interrupt=$?\n")
-	s.expect("after-interrupt=130")
+	resizeAndInterrupt(t, s)
 	s.send("exit 3\n")
 	select {
 	case <-s.done:

@@ -106,21 +106,7 @@ func TestInteractiveTerminal(t *testing.T) {
 	s.expect("TTY=/dev/pts/0 PTS=0,ptmx,")
 	s.expect("DEVTTY-OK")
 
-	if err := pty.Setsize(s.ptmx, &pty.Winsize{Rows: 40, Cols: 120}); err != nil {
-		t.Fatal(err)
-	}
-	time.Sleep(200 * time.Millisecond) // SIGWINCH reaches airlock, which resizes the pod's terminal
-	s.send("stty size\n")
-	s.expect("40 120")
-
-	// Each key goes to a command that has started: the marker is printed
-	// just before the exec.
-	s.send("sh -c 'echo RUN''NING; exec sleep 100'\n")
-	s.expect("RUNNING")
-	time.Sleep(100 * time.Millisecond)
-	s.send("\x03") // Ctrl-C
-	s.send("echo after-interrupt=$?\n")
-	s.expect("after-interrupt=130")
+	resizeAndInterrupt(t, s)
 
 	s.send("sh -c 'echo STAR''TED; exec sleep 101'\n")
 	s.expect("STARTED")
@@ -150,4 +136,25 @@ func TestInteractiveTerminal(t *testing.T) {
 	if tio.Lflag&(unix.ICANON|unix.ECHO) != unix.ICANON|unix.ECHO {
 		t.Errorf("terminal left in raw mode: lflag %#x", tio.Lflag)
 	}
+}
+
+// resizeAndInterrupt checks, in an interactive shell of the pod behind
+// s, that a new window size reaches the pod's terminal and that Ctrl-C
+// interrupts the foreground command (130), leaving the shell.
+func resizeAndInterrupt(t *testing.T, s *ttySession) {
+	t.Helper()
+	if err := pty.Setsize(s.ptmx, &pty.Winsize{Rows: 40, Cols: 120}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(200 * time.Millisecond) // SIGWINCH reaches airlock, which resizes the pod's terminal
+	s.send("stty size\n")
+	s.expect("40 120")
+	// Each key goes to a command that has started: the marker is printed
+	// just before the exec.
+	s.send("sh -c 'echo RUN''NING; exec sleep 100'\n")
+	s.expect("RUNNING")
+	time.Sleep(100 * time.Millisecond)
+	s.send("\x03") // Ctrl-C
+	s.send("echo after-interrupt=$?\n")
+	s.expect("after-interrupt=130")
 }

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/airlock-dev/airlock/internal/fdpass"
 )
 
 // ExecOptions is one command for a serving pod (Spec.Serve).
@@ -143,14 +145,7 @@ func (e *Exec) finish(code int) {
 }
 
 func (s *serving) send(rec string, files []*os.File) error {
-	var oob []byte
-	if len(files) > 0 {
-		fds := make([]int, len(files))
-		for i, f := range files {
-			fds[i] = int(f.Fd())
-		}
-		oob = unix.UnixRights(fds...)
-	}
+	oob := fdpass.FileRights(files)
 	rc, err := s.sock.SyscallConn()
 	if err != nil {
 		return err

@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/airlock-dev/airlock/internal/errdefs"
+	"github.com/airlock-dev/airlock/internal/fdpass"
 )
 
 // InitArg is the hidden subcommand that runs the in-pod init (the same
@@ -240,7 +241,7 @@ const maxHanded = 4
 // caller owns them). io.EOF means the init closed its end.
 func readRecord(f *os.File) (string, []*os.File, error) {
 	buf := make([]byte, 64<<10)
-	oob := make([]byte, unix.CmsgSpace(maxHanded*4))
+	oob := make([]byte, fdpass.Space(maxHanded))
 	var n, oobn int
 	var err error
 	rc, err := f.SyscallConn()
@@ -256,19 +257,10 @@ func readRecord(f *os.File) (string, []*os.File, error) {
 	if err != nil {
 		return "", nil, err
 	}
-	var files []*os.File
-	if oobn > 0 {
-		msgs, perr := unix.ParseSocketControlMessage(oob[:oobn])
-		for _, m := range msgs {
-			fds, _ := unix.ParseUnixRights(&m)
-			for _, fd := range fds {
-				files = append(files, os.NewFile(uintptr(fd), "handed"))
-			}
-		}
-		if perr != nil {
-			closeFiles(files)
-			return "", nil, fmt.Errorf("reading the init's status: %w", perr)
-		}
+	files, perr := fdpass.Files(oob[:oobn], "handed")
+	if perr != nil {
+		closeFiles(files)
+		return "", nil, fmt.Errorf("reading the init's status: %w", perr)
 	}
 	if n == 0 && len(files) == 0 {
 		return "", nil, io.EOF

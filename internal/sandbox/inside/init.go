@@ -49,6 +49,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/airlock-dev/airlock/internal/fdpass"
 	"github.com/airlock-dev/airlock/internal/sandbox"
 )
 
@@ -134,11 +135,7 @@ func (h *handoff) send(status *os.File) error {
 	if len(h.names) > 0 {
 		rec += " " + strings.Join(h.names, " ")
 	}
-	var oob []byte
-	if len(h.fds) > 0 {
-		oob = unix.UnixRights(h.fds...)
-	}
-	err := unix.Sendmsg(int(status.Fd()), []byte(rec), oob, nil, 0)
+	err := unix.Sendmsg(int(status.Fd()), []byte(rec), fdpass.Rights(h.fds...), nil, 0)
 	for _, fd := range h.fds {
 		unix.Close(fd)
 	}

@@ -11,6 +11,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/airlock-dev/airlock/internal/fdpass"
 	"github.com/airlock-dev/airlock/internal/sandbox"
 )
 
@@ -42,7 +43,7 @@ func serve(status *os.File, spec *sandbox.InitSpec) int {
 	s := &server{status: int(status.Fd()), spec: spec, ids: map[int]uint64{}, spawned: make(chan struct{}, 1)}
 	go s.reap()
 	buf := make([]byte, 256<<10)
-	oob := make([]byte, unix.CmsgSpace(4*4)) // fds 0-2 and a spec file
+	oob := make([]byte, fdpass.Space(4)) // fds 0-2 and a spec file
 	for {
 		n, oobn, _, _, err := unix.Recvmsg(s.status, buf, oob, unix.MSG_CMSG_CLOEXEC)
 		if errors.Is(err, unix.EINTR) {
@@ -51,14 +52,7 @@ func serve(status *os.File, spec *sandbox.InitSpec) int {
 		if err != nil || (n == 0 && oobn == 0) {
 			return 0 // the supervisor is gone: leaving ends the pod
 		}
-		var fds []int
-		if oobn > 0 {
-			msgs, _ := unix.ParseSocketControlMessage(oob[:oobn])
-			for _, m := range msgs {
-				got, _ := unix.ParseUnixRights(&m)
-				fds = append(fds, got...)
-			}
-		}
+		fds, _ := fdpass.FDs(oob[:oobn])
 		word, rest, _ := strings.Cut(string(buf[:n]), " ")
 		switch word {
 		case sandbox.StatusExec:
@@ -275,10 +269,7 @@ func (s *server) reap() {
 }
 
 func (s *server) send(rec string, fds []int) error {
-	var oob []byte
-	if len(fds) > 0 {
-		oob = unix.UnixRights(fds...)
-	}
+	oob := fdpass.Rights(fds...)
 	for {
 		err := unix.Sendmsg(s.status, []byte(rec), oob, nil, 0)
 		if !errors.Is(err, unix.EINTR) {
