@@ -1,9 +1,23 @@
 package e2e
 
 import (
+	"encoding/json"
+	"strings"
 	"testing"
 	"time"
 )
+
+// mustJSON runs airlock with args, which must succeed, and decodes its
+// standard output as a T.
+func mustJSON[T any](e *env, args ...string) T {
+	e.t.Helper()
+	var v T
+	out := e.must(args...).stdout
+	if err := json.Unmarshal([]byte(out), &v); err != nil {
+		e.t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return v
+}
 
 // waitFor polls cond for up to 10 s.
 func waitFor(t *testing.T, cond func() bool) {

@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"bufio"
-	"encoding/json"
 	"fmt"
 	"io"
 	mrand "math/rand/v2"
@@ -127,12 +126,7 @@ type auditEvent struct {
 
 func (e *env) audit(pod string) []auditEvent {
 	e.t.Helper()
-	var evs []auditEvent
-	out := e.must("audit", pod, "--json").stdout
-	if err := json.Unmarshal([]byte(out), &evs); err != nil {
-		e.t.Fatalf("audit --json: %v\n%s", err, out)
-	}
-	return evs
+	return mustJSON[[]auditEvent](e, "audit", pod, "--json")
 }
 
 // findAudit reports whether an event of action with outcome has details

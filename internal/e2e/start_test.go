@@ -174,12 +174,7 @@ type podStatus struct {
 
 func (e *env) status(pod string) podStatus {
 	e.t.Helper()
-	var st podStatus
-	out := e.must("status", pod, "--json").stdout
-	if err := json.Unmarshal([]byte(out), &st); err != nil {
-		e.t.Fatalf("status --json: %v\n%s", err, out)
-	}
-	return st
+	return mustJSON[podStatus](e, "status", pod, "--json")
 }
 
 // The life of a started pod: commands write to the layer only (diff shows

@@ -62,15 +62,7 @@ func requirePython(t *testing.T) {
 // auditActions returns the actions of the pod's audit trail, in order.
 func auditActions(e *env, pod string) []string {
 	e.t.Helper()
-	var recs []struct {
-		Action  string         `json:"action"`
-		Outcome string         `json:"outcome"`
-		Details map[string]any `json:"details"`
-	}
-	out := e.must("audit", pod, "--json").stdout
-	if err := json.Unmarshal([]byte(out), &recs); err != nil {
-		e.t.Fatalf("audit --json: %v\n%s", err, out)
-	}
+	recs := e.audit(pod)
 	actions := make([]string, len(recs))
 	for i, r := range recs {
 		actions[i] = r.Action
@@ -522,12 +514,7 @@ type stats struct {
 
 func (e *env) stats(pod string) stats {
 	e.t.Helper()
-	var s stats
-	out := e.must("stats", pod, "--json").stdout
-	if err := json.Unmarshal([]byte(out), &s); err != nil {
-		e.t.Fatalf("stats --json: %v\n%s", err, out)
-	}
-	return s
+	return mustJSON[stats](e, "stats", pod, "--json")
 }
 
 // freeze, resume, stats, limit and kill act on a running pod: a frozen
