@@ -3,13 +3,11 @@ package cli
 import (
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/signal"
 	"syscall"
 	"time"
 
-	"github.com/creack/pty"
 	"golang.org/x/sys/unix"
 	"golang.org/x/term"
 
@@ -75,29 +73,15 @@ var forwarded = []os.Signal{syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, sys
 // waitForwarding waits for the command's end, passing the signals from
 // sigs on; winch, if set, is called on SIGWINCH.
 func waitForwarding(x *control.ExecClient, sigs <-chan os.Signal, winch func()) (int, error) {
-	type result struct {
-		code int
-		err  error
-	}
-	done := make(chan result, 1)
+	var code int
+	var err error
+	done := make(chan struct{})
 	go func() {
-		code, err := x.Wait()
-		done <- result{code, err}
+		code, err = x.Wait()
+		close(done)
 	}()
-	for {
-		select {
-		case r := <-done:
-			return r.code, r.err
-		case s := <-sigs:
-			if s == syscall.SIGWINCH {
-				if winch != nil {
-					winch()
-				}
-				continue
-			}
-			_ = x.Signal(int(s.(syscall.Signal)))
-		}
-	}
+	sandbox.Forward(done, sigs, func(s os.Signal) { _ = x.Signal(int(s.(syscall.Signal))) }, winch)
+	return code, err
 }
 
 // relayTerminal copies between this terminal (raw while the command runs,
@@ -118,34 +102,9 @@ func relayTerminal(x *control.ExecClient, sigs <-chan os.Signal) (int, error) {
 		}
 		defer func() { _ = term.Restore(int(host.Fd()), old) }()
 	}
-	resize := func() { _ = pty.InheritSize(host, ptmx) }
-	resize()
-	stopR, stopW, err := os.Pipe()
-	if err != nil {
-		x.Close()
-		return sandbox.ExitSetup, err
-	}
-	defer stopR.Close()
-	input := make(chan struct{})
-	go func() {
-		sandbox.CopyInput(ptmx, host, stopR)
-		close(input)
-	}()
-	copied := make(chan struct{})
-	go func() {
-		_, _ = io.Copy(os.Stdout, ptmx) // EIO once no process holds the pty
-		close(copied)
-	}()
-	code, err := waitForwarding(x, sigs, resize)
-	// What the command wrote last is still in the pty: read it until the
-	// pty is closed, or briefly if a background process keeps it open.
-	select {
-	case <-copied:
-	case <-time.After(200 * time.Millisecond):
-		_ = ptmx.SetReadDeadline(time.Now())
-		<-copied
-	}
-	stopW.Close()
-	<-input
-	return code, err
+	// What the command wrote last may still be in the pty after its exit
+	// (a background process can keep the pty open): read it briefly.
+	return sandbox.RelayTerminal(host, os.Stdout, ptmx, 200*time.Millisecond, func() { x.Close() }, func(resize func()) (int, error) {
+		return waitForwarding(x, sigs, resize)
+	})
 }

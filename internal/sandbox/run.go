@@ -62,21 +62,25 @@ func notify(sigs []os.Signal) (<-chan os.Signal, func()) {
 // waitForwarding waits for p while passing signals from sigs to it; a
 // SIGWINCH calls winch instead.
 func waitForwarding(p *Process, sigs <-chan os.Signal, winch func()) (int, error) {
-	done := make(chan struct{})
-	go func() {
-		<-p.done
-		close(done)
-	}()
+	Forward(p.done, sigs, func(s os.Signal) { _ = p.Signal(s) }, winch)
+	return p.Wait()
+}
+
+// Forward passes each signal from sigs to pass until done is closed; a
+// SIGWINCH calls winch instead (nothing, if winch is nil).
+func Forward(done <-chan struct{}, sigs <-chan os.Signal, pass func(os.Signal), winch func()) {
 	for {
 		select {
 		case <-done:
-			return p.Wait()
+			return
 		case s := <-sigs:
-			if s == syscall.SIGWINCH && winch != nil {
-				winch()
+			if s == syscall.SIGWINCH {
+				if winch != nil {
+					winch()
+				}
 				continue
 			}
-			_ = p.Signal(s)
+			pass(s)
 		}
 	}
 }
@@ -118,19 +122,34 @@ func runTTY(spec *Spec) (int, error) {
 	if err != nil {
 		return startCode(err), err
 	}
-	ptmx := p.Files[FileTerminal]
-	if ptmx == nil {
+	kill := func() {
 		_ = p.Signal(syscall.SIGKILL)
 		p.Wait()
+	}
+	ptmx := p.Files[FileTerminal]
+	if ptmx == nil {
+		kill()
 		return ExitSetup, fmt.Errorf("the pod's init handed back no terminal")
 	}
 	defer ptmx.Close()
+	// The pod's end closes every slave of the pty: the copy ends with EIO.
+	return RelayTerminal(host, out, ptmx, 0, kill, func(resize func()) (int, error) {
+		return waitForwarding(p, sigs, resize)
+	})
+}
+
+// RelayTerminal copies between the host terminal (in raw mode, the
+// caller's job) and a pty master of the pod while wait runs, the window
+// size following the host's (wait gets the resize to call on SIGWINCH).
+// After wait, the output is read until the pty is closed, or for at most
+// linger (a non-blocking ptmx only) when something may keep it open. If
+// the relay cannot be set up, abort is called instead of wait.
+func RelayTerminal(host, out, ptmx *os.File, linger time.Duration, abort func(), wait func(resize func()) (int, error)) (int, error) {
 	resize := func() { _ = pty.InheritSize(host, ptmx) }
 	resize() // the size may have changed while the pod started
 	stopR, stopW, err := os.Pipe()
 	if err != nil {
-		_ = p.Signal(syscall.SIGKILL)
-		p.Wait()
+		abort()
 		return ExitSetup, fmt.Errorf("creating a pipe: %w", err)
 	}
 	defer stopR.Close()
@@ -141,11 +160,20 @@ func runTTY(spec *Spec) (int, error) {
 	}()
 	copied := make(chan struct{})
 	go func() {
-		_, _ = io.Copy(out, ptmx) // ends with EIO once the last pod process is gone
+		_, _ = io.Copy(out, ptmx) // ends with EIO once no process holds the pty
 		close(copied)
 	}()
-	code, err := waitForwarding(p, sigs, resize)
-	<-copied
+	code, err := wait(resize)
+	if linger > 0 {
+		select {
+		case <-copied:
+		case <-time.After(linger):
+			_ = ptmx.SetReadDeadline(time.Now())
+			<-copied
+		}
+	} else {
+		<-copied
+	}
 	stopW.Close()
 	<-input
 	return code, err
