@@ -2,7 +2,6 @@ package supervisor
 
 import (
 	"errors"
-	"os"
 	"strings"
 	"syscall"
 	"time"
@@ -158,15 +157,13 @@ func (r *runner) stop(grace time.Duration) control.Response {
 	return control.Response{OK: true}
 }
 
+// getenv is key's last value in env, as a shell would take it.
 func getenv(env []string, key string) string {
 	v := ""
 	for _, kv := range env {
-		if len(kv) > len(key) && kv[len(key)] == '=' && kv[:len(key)] == key {
-			v = kv[len(key)+1:]
+		if k, val, ok := strings.Cut(kv, "="); ok && k == key {
+			v = val
 		}
-	}
-	if v == "" && env == nil {
-		v = os.Getenv(key)
 	}
 	return v
 }

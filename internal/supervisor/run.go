@@ -116,8 +116,8 @@ type runner struct {
 	newGroup chan groupResult
 	wall     atomic.Pointer[netwall.Wall]
 	initPID  atomic.Int64 // host pid of the pod's init, once started
-	// wallEnv is what the walls added to the command's environment; a
-	// started pod's commands get it too.
+	// wallEnv is what the walls set in the command's environment
+	// (setWallEnv); a started pod's commands get it too.
 	wallEnv []string
 	// proc is a serving pod's init, once it serves (Options.Serve).
 	proc atomic.Pointer[sandbox.Process]
@@ -382,30 +382,12 @@ func (r *runner) buildSpec() error {
 	r.spec.Mounts = mounts
 	// The cgroup last: its directories are made in the background since
 	// Run began, and each step before it is time they have.
-	base := append([]string(nil), r.spec.Env...)
 	for _, build := range []func(*sandbox.ViewConfig) error{r.buildSeccomp, r.buildLandlock, r.buildNetwork, r.buildVault, r.buildCgroup} {
 		if err := build(&view); err != nil {
 			return err
 		}
 	}
-	r.wallEnv = addedEnv(base, r.spec.Env)
 	return nil
-}
-
-// addedEnv returns the entries of env that are not in base: what the
-// walls set (the proxy, the vault's placeholders, the CA bundle).
-func addedEnv(base, env []string) []string {
-	had := make(map[string]bool, len(base))
-	for _, kv := range base {
-		had[kv] = true
-	}
-	var out []string
-	for _, kv := range env {
-		if !had[kv] {
-			out = append(out, kv)
-		}
-	}
-	return out
 }
 
 func (r *runner) hostname() string {

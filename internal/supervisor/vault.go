@@ -95,13 +95,13 @@ func (r *runner) vaultSecrets(v *vault.Vault, handed []vault.Entry) ([]netwall.S
 			return nil, nil, fmt.Errorf("vault: %w", err)
 		}
 		if e.Binding.Mode == vault.ModeEnv {
-			r.spec.Env = setEnv(r.spec.Env, e.Name, string(val))
+			r.setWallEnv(e.Name, string(val))
 			clear(val)
 			envNames = append(envNames, e.Name)
 			continue
 		}
 		ph := placeholder(e.Name)
-		r.spec.Env = setEnv(r.spec.Env, e.Name, ph)
+		r.setWallEnv(e.Name, ph)
 		secrets = append(secrets, netwall.Secret{Name: e.Name, Placeholder: ph, Value: val, Hosts: e.Binding.Hosts, Header: e.Binding.Header})
 	}
 	return secrets, envNames, nil
@@ -139,7 +139,7 @@ func (r *runner) vaultProxy(v *vault.Vault, secrets []netwall.Secret) error {
 		return fmt.Errorf("vault: the host has no system CA bundle (%s) to give the pod its CA in; install ca-certificates", strings.Join(systemBundles, ", "))
 	}
 	for _, k := range caEnv {
-		r.spec.Env = setEnv(r.spec.Env, k, target)
+		r.setWallEnv(k, target)
 	}
 	r.hooks = append(r.hooks, func(int) error {
 		w := r.wall.Load()
@@ -228,6 +228,14 @@ func hostBundle() ([]byte, error) {
 		}
 	}
 	return nil, fmt.Errorf("vault: no host CA bundle found (tried %s); set SSL_CERT_FILE", strings.Join(cands, ", "))
+}
+
+// setWallEnv sets k=v in the command's environment for a wall (the proxy,
+// a vault placeholder, the CA bundle), over any value the person gave, and
+// keeps it for every command a started pod runs later.
+func (r *runner) setWallEnv(k, v string) {
+	r.spec.Env = setEnv(r.spec.Env, k, v)
+	r.wallEnv = setEnv(r.wallEnv, k, v)
 }
 
 // setEnv sets k in a KEY=VALUE list, replacing an earlier value.

@@ -4,7 +4,10 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
+
+	"github.com/airlock-dev/airlock/internal/sandbox"
 )
 
 // The state directory is hidden whole, or around a root kept inside it,
@@ -30,24 +33,16 @@ func TestHideAround(t *testing.T) {
 	}
 }
 
-// A started pod's commands get what the walls added to an ordinary run's
-// environment (proxy, vault placeholders, CA bundle), and nothing else
-// of the supervisor's.
-func TestAddedEnv(t *testing.T) {
-	base := []string{"HOME=/h", "PATH=/bin", "TOKEN=user"}
-	env := setEnv(append(append([]string(nil), base...), "HTTPS_PROXY=http://10.0.0.1:3128"), "TOKEN", "airlock-placeholder")
-	got := addedEnv(base, env)
-	want := []string{"TOKEN=airlock-placeholder", "HTTPS_PROXY=http://10.0.0.1:3128"}
-	if len(got) != len(want) {
-		t.Fatalf("added %q, want %q", got, want)
+// A started pod's commands get what the walls set in a run's environment
+// (proxy, vault placeholders, CA bundle), over the person's own value.
+func TestSetWallEnv(t *testing.T) {
+	r := &runner{spec: &sandbox.Spec{Env: []string{"HOME=/h", "TOKEN=user"}}}
+	r.setWallEnv("TOKEN", "airlock-placeholder")
+	r.setWallEnv("HTTPS_PROXY", "http://10.0.0.1:3128")
+	if got := strings.Join(r.spec.Env, " "); got != "HOME=/h TOKEN=airlock-placeholder HTTPS_PROXY=http://10.0.0.1:3128" {
+		t.Errorf("the command's environment: %s", got)
 	}
-	for _, kv := range want {
-		found := false
-		for _, g := range got {
-			found = found || g == kv
-		}
-		if !found {
-			t.Errorf("added %q lacks %q", got, kv)
-		}
+	if got := strings.Join(r.wallEnv, " "); got != "TOKEN=airlock-placeholder HTTPS_PROXY=http://10.0.0.1:3128" {
+		t.Errorf("what the walls set: %s", got)
 	}
 }

@@ -398,7 +398,7 @@ func (r *runner) buildNetwork(v *sandbox.ViewConfig) error {
 		// pointing them at a proxy the wall does not let them reach.
 		for _, kv := range netwall.ProxyEnv() {
 			k, v, _ := strings.Cut(kv, "=")
-			r.spec.Env = setEnv(r.spec.Env, k, v)
+			r.setWallEnv(k, v)
 		}
 	}
 	r.after = append(r.after, func() {
